@@ -1,0 +1,1 @@
+"""Stateful processing: the pure windowing core, pipelines, and sinks."""

@@ -1,0 +1,25 @@
+"""The pipelines that ship with shardflow, by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.pipeline import Pipeline
+from processors.pipelines.page_views import PAGE_VIEWS
+
+PIPELINES: dict[str, Pipeline[Any]] = {PAGE_VIEWS.name: PAGE_VIEWS}
+
+
+class UnknownPipeline(KeyError):
+    """A pipeline name that is not registered."""
+
+    def __str__(self) -> str:
+        return f"unknown pipeline {self.args[0]!r}; known pipelines: {', '.join(sorted(PIPELINES))}"
+
+
+def get_pipeline(name: str) -> Pipeline[Any]:
+    """The pipeline called ``name``; raises :class:`UnknownPipeline` listing the known ones."""
+    try:
+        return PIPELINES[name]
+    except KeyError:
+        raise UnknownPipeline(name) from None

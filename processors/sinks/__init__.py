@@ -1,0 +1,1 @@
+"""Sinks: where effects go. Ports (protocols), AWS adapters and in-memory fakes."""

@@ -1,0 +1,59 @@
+"""The dead-letter message body (design.md section 8). Pure."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from processors.windowing.engine import DeadLetter
+
+MAX_BODY_BYTES = 262_144
+"""SQS's default maximum message size (256 KiB)."""
+
+
+def dead_letter_id(letter: DeadLetter) -> str:
+    """Stable identity of a dead letter: shard, sequence number and sub-sequence number."""
+    position = letter.record.position
+    return f"{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
+
+
+def dead_letter_body(letter: DeadLetter, stream: str) -> dict[str, Any]:
+    """The JSON body of a dead letter, with the original bytes in base64."""
+    record = letter.record
+    body: dict[str, Any] = {
+        "dead_letter_id": dead_letter_id(letter),
+        "reason": letter.reason,
+        "error": letter.error,
+        "pipeline": letter.pipeline,
+        "stream": stream,
+        "shard_id": record.shard_id,
+        "sequence_number": record.position.sequence_number,
+        "sub_sequence_number": record.position.sub,
+        "partition_key": record.partition_key,
+        "approximate_arrival_ms": record.arrival_ms,
+        "data": base64.b64encode(record.data).decode("ascii"),
+    }
+    if letter.event_time_ms is not None:
+        body["event_time_ms"] = letter.event_time_ms
+    if letter.window is not None:
+        body["window_start_ms"] = letter.window.start_ms
+        body["window_end_ms"] = letter.window.end_ms
+    return body
+
+
+def shrink_to_fit(body: dict[str, Any], encoded_size: int) -> dict[str, Any]:
+    """A body over the SQS limit keeps a prefix of its data and says so.
+
+    The full record stays in the stream for its retention period; the body names its
+    shard and sequence number, and carries the size and SHA-256 of the original bytes.
+    """
+    data = base64.b64decode(body["data"])
+    keep = max(0, (len(body["data"]) - (encoded_size - MAX_BODY_BYTES) - 1024) * 3 // 4)
+    return {
+        **body,
+        "data": base64.b64encode(data[:keep]).decode("ascii"),
+        "data_truncated": True,
+        "data_size": len(data),
+        "data_sha256": hashlib.sha256(data).hexdigest(),
+    }

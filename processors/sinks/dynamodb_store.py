@@ -1,0 +1,291 @@
+"""Partial rows and shard progress in one DynamoDB table (the results table).
+
+Layout (hash key ``pk``, range key ``sk``, both strings):
+
+======================  ===============================  ==================================
+item                    pk                               sk
+======================  ===============================  ==================================
+partial row             ``row#<pipeline>#<key>``         ``<window start, 13 digits>#<shard>``
+shard progress          ``shards#<pipeline>``            ``<shard id>``
+======================  ===============================  ==================================
+
+One key over a time range is a single Query; a shard's progress for a pipeline is a single
+Query. Rows hold absolute aggregate states (``state``, the codec's versioned JSON) and the
+highest position they include (``hw``, fixed-width text so DynamoDB compares it in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from processors.sinks.ports import StaleWrite
+from processors.windowing.engine import Intent, ShardProgress
+from processors.windowing.records import Position
+from processors.windowing.rows import RowKey, StoredRow
+from processors.windowing.windows import Window
+from streams.aws_errors import is_conditional_failure
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_BATCH_GET_LIMIT = 100
+_WRITERS = 8
+
+
+def row_pk(pipeline: str, key: str) -> str:
+    return f"row#{pipeline}#{key}"
+
+
+def row_sk(window_start_ms: int, shard_id: str) -> str:
+    return f"{window_start_ms:013d}#{shard_id}"
+
+
+def progress_pk(pipeline: str) -> str:
+    return f"shards#{pipeline}"
+
+
+def _position_or_none(item: dict[str, Any], name: str) -> Position | None:
+    value = item.get(name)
+    return Position.from_storage_key(value["S"]) if value else None
+
+
+def _int_or_none(item: dict[str, Any], name: str) -> int | None:
+    value = item.get(name)
+    return int(value["N"]) if value else None
+
+
+def _progress_from_item(item: dict[str, Any]) -> ShardProgress:
+    return ShardProgress(
+        shard_id=item["sk"]["S"],
+        checkpoint=_position_or_none(item, "checkpoint"),
+        max_event_time=_int_or_none(item, "max_event_time"),
+        horizon=_int_or_none(item, "horizon"),
+        dead_letters_through=_position_or_none(item, "dead_letters_through"),
+        ended=item.get("ended", {}).get("BOOL", False),
+    )
+
+
+def _row_from_item(item: dict[str, Any]) -> StoredRow:
+    return StoredRow(
+        pipeline=item["pipeline"]["S"],
+        key=item["key"]["S"],
+        window=Window(int(item["window_start"]["N"]), int(item["window_end"]["N"])),
+        shard_id=item["shard_id"]["S"],
+        high_water=Position.from_storage_key(item["hw"]["S"]),
+        state=bytes(item["state"]["B"]),
+    )
+
+
+class DynamoPartialStore:
+    """:class:`~processors.sinks.ports.PartialStore` on DynamoDB with conditional writes."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+        self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ddb-writer")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- progress -------------------------------------------------------------------
+
+    def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": progress_pk(pipeline)},
+                    "sk": {"S": shard_id},
+                    "kind": {"S": "progress"},
+                    "stream": {"S": stream},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return ShardProgress(shard_id)
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+        response = self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": progress_pk(pipeline)}, "sk": {"S": shard_id}},
+            ConsistentRead=True,
+        )
+        return _progress_from_item(response["Item"])
+
+    def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None:
+        values: dict[str, Any] = {}
+        sets = []
+        if intent.horizon is not None:
+            sets.append("horizon = :h")
+            values[":h"] = {"N": str(intent.horizon)}
+        if intent.dead_letters_through is not None:
+            sets.append("dead_letters_through = :d")
+            values[":d"] = {"S": intent.dead_letters_through.storage_key()}
+        if not sets:
+            return
+        condition = "attribute_not_exists(horizon) OR horizon <= :h" if ":h" in values else None
+        kwargs: dict[str, Any] = {}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": progress_pk(pipeline)}, "sk": {"S": intent.shard_id}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ExpressionAttributeValues=values,
+                **kwargs,
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                raise StaleWrite(
+                    f"the horizon of {pipeline}/{intent.shard_id} moved past {intent.horizon}: "
+                    "another runner is processing this shard"
+                ) from exc
+            raise
+
+    def write_progress(self, pipeline: str, stream: str, progress: ShardProgress) -> None:
+        if progress.checkpoint is None:
+            return
+        item: dict[str, Any] = {
+            "pk": {"S": progress_pk(pipeline)},
+            "sk": {"S": progress.shard_id},
+            "kind": {"S": "progress"},
+            "stream": {"S": stream},
+            "checkpoint": {"S": progress.checkpoint.storage_key()},
+            "sequence_number": {"S": progress.checkpoint.sequence_number},
+            "sub_sequence_number": {"N": str(progress.checkpoint.sub)},
+            "ended": {"BOOL": progress.ended},
+        }
+        if progress.max_event_time is not None:
+            item["max_event_time"] = {"N": str(progress.max_event_time)}
+        if progress.horizon is not None:
+            item["horizon"] = {"N": str(progress.horizon)}
+        if progress.dead_letters_through is not None:
+            item["dead_letters_through"] = {"S": progress.dead_letters_through.storage_key()}
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(checkpoint) OR checkpoint <= :c",
+                ExpressionAttributeValues={":c": item["checkpoint"]},
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                raise StaleWrite(
+                    f"the checkpoint of {pipeline}/{progress.shard_id} is already past "
+                    f"{progress.checkpoint.sequence_number}: another runner is processing this shard"
+                ) from exc
+            raise
+
+    def read_progress(self, pipeline: str) -> list[ShardProgress]:
+        items = self._query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": progress_pk(pipeline)}},
+            ConsistentRead=True,
+        )
+        return [_progress_from_item(item) for item in items]
+
+    # -- rows -----------------------------------------------------------------------
+
+    def load_rows(self, pipeline: str, shard_id: str, keys: Sequence[RowKey]) -> list[StoredRow]:
+        found: list[StoredRow] = []
+        for offset in range(0, len(keys), _BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [
+                        {"pk": {"S": row_pk(pipeline, key)}, "sk": {"S": row_sk(start, shard_id)}}
+                        for key, start in keys[offset : offset + _BATCH_GET_LIMIT]
+                    ],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                found.extend(
+                    _row_from_item(item) for item in response["Responses"].get(self._table, [])
+                )
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def write_rows(self, rows: Sequence[StoredRow]) -> None:
+        for failure in self._pool.map(self._write_row, rows):
+            if failure is not None:
+                raise failure
+
+    def _write_row(self, row: StoredRow) -> Exception | None:
+        hw = {"S": row.high_water.storage_key()}
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": row_pk(row.pipeline, row.key)},
+                    "sk": {"S": row_sk(row.window.start_ms, row.shard_id)},
+                    "kind": {"S": "partial"},
+                    "pipeline": {"S": row.pipeline},
+                    "key": {"S": row.key},
+                    "shard_id": {"S": row.shard_id},
+                    "window_start": {"N": str(row.window.start_ms)},
+                    "window_end": {"N": str(row.window.end_ms)},
+                    "hw": hw,
+                    "state": {"B": row.state},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR hw <= :hw",
+                ExpressionAttributeValues={":hw": hw},
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                return StaleWrite(
+                    f"row {row.key!r} window {row.window.start_ms} of shard {row.shard_id} "
+                    "holds newer data: another runner is processing this shard"
+                )
+            return exc
+        return None
+
+    def read_rows(
+        self,
+        pipeline: str,
+        key: str | None = None,
+        start_from_ms: int | None = None,
+        start_before_ms: int | None = None,
+    ) -> list[StoredRow]:
+        low = 0 if start_from_ms is None else max(0, start_from_ms)
+        high = 10**13 if start_before_ms is None else max(0, start_before_ms)
+        if high <= low:
+            return []
+        if key is not None:
+            items = self._query(
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+                ExpressionAttributeValues={
+                    ":pk": {"S": row_pk(pipeline, key)},
+                    ":low": {"S": f"{low:013d}"},
+                    ":high": {"S": f"{high - 1:013d}#~"},
+                },
+            )
+        else:
+            items = self._scan(
+                FilterExpression="begins_with(pk, :prefix) AND window_start BETWEEN :low AND :high",
+                ExpressionAttributeValues={
+                    ":prefix": {"S": row_pk(pipeline, "")},
+                    ":low": {"N": str(low)},
+                    ":high": {"N": str(high - 1)},
+                },
+            )
+        return [_row_from_item(item) for item in items]
+
+    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(TableName=self._table, **kwargs):
+            items.extend(page.get("Items", []))
+        return items
+
+    def _scan(self, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        paginator = self._client.get_paginator("scan")
+        for page in paginator.paginate(TableName=self._table, **kwargs):
+            items.extend(page.get("Items", []))
+        return items

@@ -1,0 +1,311 @@
+"""The per-shard window engine: the exactly-once invariant's pure half (design.md section 4).
+
+One :class:`ShardEngine` runs one pipeline over one shard's records, in shard order:
+
+- it decodes each record, assigns it to windows, and adds it to the partial row of
+  (key, window), unless the row already includes the record's position (a replay);
+- it decides lateness against the shard's watermark (max event time - allowed lateness),
+  which only moves forward, so a replay decides exactly as the first run did;
+- it plans flushes in the order that keeps effects exactly once: dead letters, then the
+  intent (how far rows may have been written), then the rows, then the checkpoint.
+
+After a restart, rows whose window starts at or before the stored *horizon* may exist in
+storage; the engine asks for them (:meth:`rows_to_load`) before it touches them, so a row
+is always continued from its stored absolute state, never started again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from processors.pipeline import Pipeline
+from processors.windowing.codec import decode_states, encode_states
+from processors.windowing.records import Position, Record
+from processors.windowing.rows import PartialRow, RowKey, StoredRow
+from processors.windowing.windows import Window
+from schemas.errors import InvalidEvent
+
+HORIZON_STEP_MS = 600_000
+"""How far ahead of the max event time the durable horizon is set, so that the intent is
+rewritten about once per ten minutes of event time rather than on every flush."""
+
+REASON_INVALID = "invalid"
+REASON_LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardProgress:
+    """What is durable for one (pipeline, shard): the checkpoint and its context.
+
+    ``horizon``: no stored row of this shard has a window starting after it.
+    ``dead_letters_through``: dead letters up to this position have been sent.
+    """
+
+    shard_id: str
+    checkpoint: Position | None = None
+    max_event_time: int | None = None
+    horizon: int | None = None
+    dead_letters_through: Position | None = None
+    ended: bool = False
+
+    def watermark(self, allowed_lateness_ms: int) -> int | None:
+        if self.max_event_time is None:
+            return None
+        return self.max_event_time - allowed_lateness_ms
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the pipeline could not aggregate, and why."""
+
+    reason: str
+    error: str
+    pipeline: str
+    record: Record
+    event_time_ms: int | None = None
+    window: Window | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """Written before rows: raises the durable horizon and records sent dead letters."""
+
+    shard_id: str
+    horizon: int | None
+    dead_letters_through: Position | None
+
+
+@dataclass(frozen=True)
+class FlushPlan:
+    """The I/O of one flush, to be carried out in field order, then confirmed."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    intent: Intent | None = None
+    rows: list[StoredRow] = field(default_factory=list)
+    progress: ShardProgress | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.dead_letters or self.intent or self.rows or self.progress)
+
+
+# A prepared record: (record, event, event time, key, windows, error); error None when valid.
+_Prepared = tuple[Record, Any, int, str, tuple[Window, ...], str | None]
+
+RowLoader = Callable[[Sequence[RowKey]], Iterable[StoredRow]]
+
+
+class ShardEngine:
+    """Runs one pipeline over one shard. Not thread-safe; one owner at a time."""
+
+    def __init__(self, pipeline: Pipeline[Any], progress: ShardProgress) -> None:
+        self.pipeline = pipeline
+        self.shard_id = progress.shard_id
+        self._durable = progress
+        self._position = progress.checkpoint
+        self._max_ts = progress.max_event_time
+        self._load_horizon = progress.horizon
+        self._rows: dict[RowKey, PartialRow] = {}
+        self._pending: list[DeadLetter] = []
+        self._specs = pipeline.aggregates
+        self._initial = [spec.aggregator.initial() for spec in self._specs]
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def position(self) -> Position | None:
+        """The last record applied (durable or not)."""
+        return self._position
+
+    @property
+    def max_event_time(self) -> int | None:
+        return self._max_ts
+
+    @property
+    def watermark(self) -> int | None:
+        if self._max_ts is None:
+            return None
+        return self._max_ts - self.pipeline.allowed_lateness_ms
+
+    @property
+    def durable(self) -> ShardProgress:
+        return self._durable
+
+    @property
+    def open_rows(self) -> int:
+        return len(self._rows)
+
+    @property
+    def has_unflushed(self) -> bool:
+        return bool(self._pending) or self._position != self._durable.checkpoint
+
+    # -- processing -----------------------------------------------------------------
+
+    def process(self, records: Sequence[Record], load: RowLoader) -> None:
+        """Prepare, load what storage may hold, and apply ``records`` (in shard order)."""
+        batch = self.prepare(records)
+        wanted = self.rows_to_load(batch)
+        if wanted:
+            self.restore_rows(wanted, load(wanted))
+        self.apply(batch)
+
+    def prepare(self, records: Sequence[Record]) -> list[_Prepared]:
+        """Decode records and assign windows; pure, does not change the engine."""
+        pipeline = self.pipeline
+        decode, key_of, time_of = pipeline.decode, pipeline.key, pipeline.event_time
+        assign = pipeline.windows.assign
+        checkpoint = self._durable.checkpoint
+        prepared: list[_Prepared] = []
+        for record in records:
+            if checkpoint is not None and record.position <= checkpoint:
+                continue
+            try:
+                event = decode(record.data)
+                ts = time_of(event)
+                prepared.append((record, event, ts, key_of(event), assign(ts), None))
+            except InvalidEvent as exc:
+                prepared.append((record, None, 0, "", (), str(exc)))
+        return prepared
+
+    def rows_to_load(self, batch: Sequence[_Prepared]) -> list[RowKey]:
+        """Rows the batch touches that are not in memory but may be in storage."""
+        horizon = self._load_horizon
+        if horizon is None:
+            return []
+        wanted: dict[RowKey, None] = {}
+        for _, _, _, key, windows, error in batch:
+            if error is None:
+                for window in windows:
+                    row_key = (key, window.start_ms)
+                    if window.start_ms <= horizon and row_key not in self._rows:
+                        wanted[row_key] = None
+        return list(wanted)
+
+    def restore_rows(self, requested: Iterable[RowKey], stored: Iterable[StoredRow]) -> None:
+        """Continue from stored rows; requested rows storage does not hold start empty."""
+        found = {row.row_key: row for row in stored}
+        size = self.pipeline.windows.size_ms
+        for row_key in requested:
+            if row_key in self._rows:
+                continue
+            row = found.get(row_key)
+            if row is None:
+                key, start = row_key
+                self._rows[row_key] = PartialRow(key, Window(start, start + size), list(self._initial))
+            else:
+                states = decode_states(self._specs, row.state)
+                self._rows[row_key] = PartialRow(row.key, row.window, states, row.high_water)
+
+    def apply(self, batch: Sequence[_Prepared]) -> None:
+        """Apply prepared records in order: aggregate, or dead-letter as invalid or late."""
+        rows = self._rows
+        specs = self._specs
+        lateness = self.pipeline.allowed_lateness_ms
+        sent_through = self._durable.dead_letters_through
+        max_ts = self._max_ts
+        for record, event, ts, key, windows, error in batch:
+            position = record.position
+            self._position = position
+            if error is not None:
+                if sent_through is None or position > sent_through:
+                    self._pending.append(
+                        DeadLetter(REASON_INVALID, error, self.pipeline.name, record)
+                    )
+                continue
+            watermark = None if max_ts is None else max_ts - lateness
+            for window in windows:
+                if watermark is not None and window.end_ms <= watermark:
+                    if sent_through is None or position > sent_through:
+                        self._pending.append(self._late(record, ts, window, watermark))
+                    continue
+                row_key = (key, window.start_ms)
+                row = rows.get(row_key)
+                if row is None:
+                    row = PartialRow(key, window, list(self._initial))
+                    rows[row_key] = row
+                elif row.high_water is not None and position <= row.high_water:
+                    continue  # already included in the stored row: a replay
+                states = row.states
+                for index, spec in enumerate(specs):
+                    value = event if spec.value is None else spec.value(event)
+                    if value is not None:
+                        states[index] = spec.aggregator.add(states[index], value)
+                row.high_water = position
+                row.dirty = True
+            if max_ts is None or ts > max_ts:
+                max_ts = ts
+        self._max_ts = max_ts
+
+    def _late(self, record: Record, ts: int, window: Window, watermark: int) -> DeadLetter:
+        return DeadLetter(
+            REASON_LATE,
+            f"event time {ts} is in window [{window.start_ms}, {window.end_ms}), already "
+            f"closed on shard {self.shard_id} (watermark {watermark})",
+            self.pipeline.name,
+            record,
+            event_time_ms=ts,
+            window=window,
+        )
+
+    # -- flushing -------------------------------------------------------------------
+
+    def plan_flush(self, ended: bool = False) -> FlushPlan:
+        """What to write, in order, to make everything applied so far durable."""
+        durable = self._durable
+        dead_letters = list(self._pending)
+        horizon = durable.horizon
+        if self._max_ts is not None and (horizon is None or self._max_ts > horizon):
+            horizon = self._max_ts + HORIZON_STEP_MS
+        sent_through = self._position if dead_letters else durable.dead_letters_through
+        intent = None
+        if horizon != durable.horizon or sent_through != durable.dead_letters_through:
+            intent = Intent(self.shard_id, horizon, sent_through)
+        rows = [
+            StoredRow(
+                self.pipeline.name,
+                row.key,
+                row.window,
+                self.shard_id,
+                row.high_water,
+                encode_states(self._specs, row.states),
+            )
+            for row in self._rows.values()
+            if row.dirty and row.high_water is not None
+        ]
+        progress = ShardProgress(
+            self.shard_id,
+            checkpoint=self._position,
+            max_event_time=self._max_ts,
+            horizon=horizon,
+            dead_letters_through=sent_through,
+            ended=ended or durable.ended,
+        )
+        if progress == durable and not rows and not dead_letters:
+            return FlushPlan()
+        return FlushPlan(dead_letters, intent, rows, progress)
+
+    def confirm_flush(self, plan: FlushPlan) -> None:
+        """Everything in ``plan`` is durable: clear dirty rows and release closed windows."""
+        if plan.progress is None:
+            return
+        del self._pending[: len(plan.dead_letters)]
+        for stored in plan.rows:
+            row = self._rows.get(stored.row_key)
+            if row is not None and row.high_water == stored.high_water:
+                row.dirty = False
+        self._durable = replace(plan.progress)
+        watermark = self.watermark
+        if watermark is not None:
+            closed = [
+                row_key
+                for row_key, row in self._rows.items()
+                if not row.dirty and row.window.end_ms <= watermark
+            ]
+            for row_key in closed:
+                del self._rows[row_key]
+
+    def snapshot(self) -> Mapping[RowKey, PartialRow]:
+        """The rows in memory (for tests and the live view); do not mutate."""
+        return self._rows

@@ -1,0 +1,151 @@
+"""``shardflow demo``: emulator, resources, a steady producer, the runner and a live table."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from processors.pipelines.page_views import PAGE_VIEWS
+from processors.query import query_windows
+from processors.windowing.results import WindowResult
+from shardflow.emulator import EMULATOR_ENV, EmulatorProcess
+from shardflow.input import partition_key_for
+from shardflow.output import render_table
+from shardflow.resources import ensure_resources
+from shardflow.settings import Settings
+from shardflow.synthetic import synthetic_page_views
+from shardflow.wiring import make_runner, make_store, resource_names
+from streams.clients import make_clients
+from streams.producer import BatchProducer, OutgoingRecord, ProduceSummary
+from streams.runner import EmbeddedRunner, RunnerOptions
+
+log = logging.getLogger("shardflow.demo")
+
+VIEW_WINDOW_MS = 180_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _events(stop: threading.Event) -> Iterator[OutgoingRecord]:
+    generated = synthetic_page_views(None, _now_ms, seed=int(time.time()),
+                                     late_fraction=0.01, invalid_fraction=0.01)
+    for number, event in enumerate(generated, start=1):
+        if stop.is_set():
+            return
+        line = event if isinstance(event, bytes) else orjson.dumps(event)
+        yield OutgoingRecord(line, partition_key_for(line, "event_id"), number)
+
+
+def _latest_per_key(results: list[WindowResult]) -> list[WindowResult]:
+    """The two most recent windows of each key, newest first within a key."""
+    by_key: dict[str, list[WindowResult]] = {}
+    for result in results:
+        by_key.setdefault(result.key, []).append(result)
+    latest: list[WindowResult] = []
+    for key in sorted(by_key):
+        latest.extend(sorted(by_key[key], key=lambda r: -r.window.start_ms)[:2])
+    return latest
+
+
+class _Thread(threading.Thread):
+    """A thread that keeps the exception it died of, and stops the demo when it does."""
+
+    def __init__(self, name: str, target: Callable[[], Any], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self._stop_event = stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:
+            self.error = exc
+            log.error("%s failed: %s", self.name, exc)
+            self._stop_event.set()
+
+
+def _view(settings: Settings, runner: EmbeddedRunner, produced: ProduceSummary, started: float) -> str:
+    store = make_store(make_clients(settings), settings)
+    results = query_windows(store, PAGE_VIEWS, since_ms=_now_ms() - VIEW_WINDOW_MS)
+    stats = runner.stats
+    header = (
+        f"shardflow demo: {time.monotonic() - started:5.0f}s  produced {produced.sent}  "
+        f"processed {stats.records}  dead letters {dict(stats.dead_letters) or 0}  "
+        f"shards {stats.shards}  endpoint {settings.endpoint_url}"
+    )
+    table = render_table(_latest_per_key(results), PAGE_VIEWS.aggregate_names)
+    return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
+
+
+def run_demo(settings: Settings, duration: float | None, shards: int, rate: float,
+             stop: threading.Event) -> int:
+    emulator: EmulatorProcess | None = None
+    if not settings.uses_emulator:
+        emulator = EmulatorProcess()
+        print(f"starting the embedded emulator on {emulator.url} ...", flush=True)
+        emulator.start()
+        for name, value in EMULATOR_ENV.items():
+            os.environ.setdefault(name, value)
+        settings = replace(settings, endpoint_url=emulator.url)
+    try:
+        return _run(settings, duration, shards, rate, stop)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+def _run(settings: Settings, duration: float | None, shards: int, rate: float,
+         stop: threading.Event) -> int:
+    clients = make_clients(settings)
+    report = ensure_resources(clients.kinesis, clients.dynamodb, clients.sqs, clients.sns,
+                              resource_names(settings), shards)
+    for line in report.lines():
+        print(line, flush=True)
+    runner = make_runner(clients, settings, [PAGE_VIEWS], RunnerOptions(flush_interval=1.0))
+    producer = BatchProducer(clients.kinesis, settings.stream)
+    produced = ProduceSummary()
+
+    def produce() -> None:
+        def update(summary: ProduceSummary) -> None:
+            produced.sent = summary.sent
+
+        producer.send(_events(stop), rate, update)
+
+    producer_thread = _Thread("producer", produce, stop)
+    runner_thread = _Thread("runner", lambda: runner.run(stop), stop)
+    producer_thread.start()
+    runner_thread.start()
+
+    started = time.monotonic()
+    interactive = sys.stdout.isatty()
+    refresh = 1.0 if interactive else 5.0
+    while not stop.wait(refresh):
+        if duration is not None and time.monotonic() - started >= duration:
+            stop.set()
+            break
+        view = _view(settings, runner, produced, started)
+        if interactive:
+            print("\x1b[H\x1b[2J" + view, flush=True)
+        else:
+            print(view + "\n", flush=True)
+    producer_thread.join(timeout=30)
+    runner_thread.join(timeout=60)
+    print(_view(settings, runner, produced, started), flush=True)
+    failed = [t for t in (producer_thread, runner_thread) if t.error is not None]
+    for thread in failed:
+        print(f"shardflow demo: the {thread.name} failed: {thread.error}", file=sys.stderr)
+    if runner_thread.is_alive():
+        print("shardflow demo: the runner did not stop in time", file=sys.stderr)
+        return 1
+    return 1 if failed else 0

@@ -1,0 +1,84 @@
+"""Rendering window results as JSON, CSV or an aligned table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from processors.windowing.results import WindowResult
+from schemas.timestamps import format_iso8601
+
+FORMATS = ("table", "json", "csv")
+
+
+def result_dict(result: WindowResult) -> dict[str, Any]:
+    """The shape design.md section 8 gives for one window of one key."""
+    return {
+        "pipeline": result.pipeline,
+        "key": result.key,
+        "window_start": format_iso8601(result.window.start_ms),
+        "window_end": format_iso8601(result.window.end_ms),
+        "final": result.final,
+        **result.values,
+    }
+
+
+def render_json(results: Sequence[WindowResult]) -> str:
+    return orjson.dumps([result_dict(r) for r in results], option=orjson.OPT_INDENT_2).decode()
+
+
+def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns])
+    writer.writeheader()
+    for result in results:
+        writer.writerow(result_dict(result))
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
+    """Aligned columns: text left, numbers right; ISO times; final windows marked."""
+    header = ["key", "window_start", "window_end", "final", *columns]
+    rows = [
+        [r.key, format_iso8601(r.window.start_ms), format_iso8601(r.window.end_ms),
+         "final" if r.final else "open", *(_cell(r.values[c]) for c in columns)]
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    numeric = [False] * 4 + [True] * len(columns)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if is_num else cell.ljust(width)
+            for cell, width, is_num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in rows)
+    if not rows:
+        out.append("(no windows)")
+    return "\n".join(out)
+
+
+def render(results: Sequence[WindowResult], columns: Sequence[str], fmt: str) -> str:
+    if fmt == "json":
+        return render_json(results)
+    if fmt == "csv":
+        return render_csv(results, columns).rstrip("\n")
+    return render_table(results, columns)

@@ -1,0 +1,1 @@
+"""Kinesis and AWS I/O: the client factory, the producer, the shard reader and the runner."""

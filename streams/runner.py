@@ -1,0 +1,283 @@
+"""The embedded runner: one process reads every shard and keeps effects exactly once.
+
+For each shard, records flow reader → :class:`ShardEngine` (one per pipeline). Every
+``flush_interval`` seconds a shard's engines make their work durable in the order the
+invariant needs (design.md section 4): dead letters, intent, partial rows, checkpoint.
+Only then does the checkpoint move. After a crash the next run loads each shard's
+checkpoint and replays from it; rows already holding a record skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from processors.pipeline import Pipeline
+from processors.sinks.ports import DeadLetterSink, PartialStore
+from processors.windowing.engine import ShardEngine
+from processors.windowing.records import Position
+from processors.windowing.rows import RowKey, StoredRow
+from streams.aws_errors import is_retryable
+from streams.backoff import full_jitter
+from streams.shard_reader import ShardReader
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+log = logging.getLogger("shardflow.runner")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Timing knobs. The defaults respect the shard read limit (5 GetRecords/s)."""
+
+    flush_interval: float = 1.0
+    poll_interval: float = 0.2
+    idle_poll_interval: float = 1.0
+    list_shards_interval: float = 30.0
+    flush_retry_deadline: float = 120.0
+    report_interval: float = 10.0
+
+
+@dataclass
+class RunStats:
+    """Counters the runner keeps while it runs (read by the live view)."""
+
+    records: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    flushes: int = 0
+    rows_written: int = 0
+    shards: int = 0
+    millis_behind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _ShardWorker:
+    reader: ShardReader
+    engines: list[ShardEngine]
+    started_at: float
+    next_poll_at: float = 0.0
+    last_record_at: float | None = None
+    last_flush_at: float = 0.0
+    failures: int = 0
+    millis_behind: int | None = None
+
+    @property
+    def shard_id(self) -> str:
+        return self.reader.shard_id
+
+    @property
+    def unflushed(self) -> bool:
+        return any(engine.has_unflushed for engine in self.engines)
+
+
+class EmbeddedRunner:
+    """Reads all shards of ``stream`` and runs ``pipelines`` over them."""
+
+    def __init__(
+        self,
+        kinesis: KinesisClient,
+        store: PartialStore,
+        dead_letters: DeadLetterSink,
+        pipelines: Sequence[Pipeline[Any]],
+        stream: str,
+        options: RunnerOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not pipelines:
+            raise ValueError("at least one pipeline is required")
+        self._kinesis = kinesis
+        self._store = store
+        self._dead_letters = dead_letters
+        self._pipelines = list(pipelines)
+        self._stream = stream
+        self._options = options or RunnerOptions()
+        self._clock = clock
+        self._workers: dict[str, _ShardWorker] = {}
+        self._finished: set[str] = set()
+        self.stats = RunStats()
+
+    # -- shard discovery ------------------------------------------------------------
+
+    def _list_shards(self) -> list[dict[str, Any]]:
+        shards: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StreamName": self._stream}
+        while True:
+            response = self._kinesis.list_shards(**kwargs)
+            shards.extend(response["Shards"])  # type: ignore[arg-type]
+            token = response.get("NextToken")
+            if not token:
+                return shards
+            kwargs = {"NextToken": token}
+
+    def _discover(self, now: float) -> None:
+        shards = self._list_shards()
+        listed = {shard["ShardId"] for shard in shards}
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id in self._workers or shard_id in self._finished:
+                continue
+            parents = [shard.get("ParentShardId"), shard.get("AdjacentParentShardId")]
+            if any(p in listed and p not in self._finished for p in parents if p):
+                continue  # parents are read to their end first
+            engines = []
+            for pipeline in self._pipelines:
+                progress = self._store.register_shard(pipeline.name, self._stream, shard_id)
+                engines.append(ShardEngine(pipeline, progress))
+            if all(engine.durable.ended for engine in engines):
+                self._finished.add(shard_id)
+                continue
+            checkpoints = [engine.durable.checkpoint for engine in engines]
+            start_after = None if None in checkpoints else min(c for c in checkpoints if c)
+            reader = ShardReader(self._kinesis, self._stream, shard_id, start_after)
+            self._workers[shard_id] = _ShardWorker(reader, engines, started_at=now, last_flush_at=now)
+            log.info(
+                "shard %s: starting %s",
+                shard_id,
+                f"after {start_after.sequence_number}" if start_after else "at its oldest record",
+            )
+        self.stats.shards = len(self._workers)
+
+    # -- processing -----------------------------------------------------------------
+
+    def _loader(self, pipeline: str, shard_id: str) -> Callable[[Sequence[RowKey]], list[StoredRow]]:
+        def load(keys: Sequence[RowKey]) -> list[StoredRow]:
+            return self._store.load_rows(pipeline, shard_id, keys)
+
+        return load
+
+    def _poll(self, worker: _ShardWorker, now: float) -> None:
+        result = worker.reader.read()
+        options = self._options
+        if result.throttled:
+            worker.failures += 1
+            worker.next_poll_at = now + full_jitter(worker.failures, base=0.2, cap=10.0)
+            return
+        worker.failures = 0
+        worker.millis_behind = result.millis_behind
+        if result.millis_behind is not None:
+            self.stats.millis_behind[worker.shard_id] = result.millis_behind
+        if result.records:
+            for engine in worker.engines:
+                engine.process(result.records, self._loader(engine.pipeline.name, worker.shard_id))
+            worker.last_record_at = now
+            self.stats.records += len(result.records)
+            worker.next_poll_at = now + options.poll_interval
+        else:
+            worker.next_poll_at = now + options.idle_poll_interval
+
+    def flush(self, worker: _ShardWorker) -> None:
+        """Make the worker's applied records durable, retrying transient failures."""
+        deadline = self._clock() + self._options.flush_retry_deadline
+        attempt = 0
+        while True:
+            try:
+                self._flush_once(worker)
+                worker.last_flush_at = self._clock()
+                return
+            except Exception as exc:
+                if not is_retryable(exc) or self._clock() > deadline:
+                    raise
+                attempt += 1
+                delay = full_jitter(attempt, base=0.2, cap=10.0)
+                log.warning("shard %s: flush failed (%s), retrying in %.1fs", worker.shard_id, exc, delay)
+                time.sleep(delay)
+
+    def _flush_once(self, worker: _ShardWorker) -> None:
+        ended = worker.reader.ended
+        for engine in worker.engines:
+            plan = engine.plan_flush(ended=ended)
+            if plan.empty:
+                continue
+            name = engine.pipeline.name
+            if plan.dead_letters:
+                self._dead_letters.send(plan.dead_letters)
+            if plan.intent is not None:
+                self._store.write_intent(name, self._stream, plan.intent)
+            if plan.rows:
+                self._store.write_rows(plan.rows)
+            assert plan.progress is not None
+            self._store.write_progress(name, self._stream, plan.progress)
+            engine.confirm_flush(plan)
+            for letter in plan.dead_letters:
+                self.stats.dead_letters[letter.reason] = self.stats.dead_letters.get(letter.reason, 0) + 1
+            self.stats.rows_written += len(plan.rows)
+        self.stats.flushes += 1
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _idle_for(self, worker: _ShardWorker, now: float) -> float:
+        if worker.millis_behind:
+            return 0.0  # an empty read while behind is not quiet
+        return now - (worker.last_record_at if worker.last_record_at is not None else worker.started_at)
+
+    def run(self, stop: threading.Event | None = None, until_idle: float | None = None) -> RunStats:
+        """Process until ``stop`` is set, or until every shard has been quiet for
+        ``until_idle`` seconds with all state durable. Flushes everything before returning."""
+        stop = stop or threading.Event()
+        options = self._options
+        started = self._clock()
+        next_list = started
+        next_report = started + options.report_interval
+        reported_records = 0
+        while not stop.is_set():
+            now = self._clock()
+            if now >= next_list:
+                self._discover(now)
+                next_list = now + options.list_shards_interval
+            for worker in list(self._workers.values()):
+                if stop.is_set():
+                    break
+                if now >= worker.next_poll_at and not worker.reader.ended:
+                    self._poll(worker, now)
+                    now = self._clock()
+                if worker.unflushed and (
+                    now - worker.last_flush_at >= options.flush_interval or worker.reader.ended
+                ):
+                    self.flush(worker)
+                if worker.reader.ended and not worker.unflushed:
+                    engines_ended = all(e.durable.ended for e in worker.engines)
+                    if engines_ended:
+                        log.info("shard %s: read to its end", worker.shard_id)
+                        del self._workers[worker.shard_id]
+                        self._finished.add(worker.shard_id)
+                        next_list = now  # children may start now
+            now = self._clock()
+            if now >= next_report:
+                rate = (self.stats.records - reported_records) / options.report_interval
+                reported_records = self.stats.records
+                next_report = now + options.report_interval
+                log.info(
+                    "%d records (%.0f/s), %d shards, dead letters %s, behind %s ms",
+                    self.stats.records,
+                    rate,
+                    len(self._workers),
+                    self.stats.dead_letters or "none",
+                    max(self.stats.millis_behind.values(), default=0),
+                )
+            if until_idle is not None and all(
+                self._idle_for(w, now) >= until_idle and not w.unflushed
+                for w in self._workers.values()
+            ):
+                log.info("every shard quiet for %.1fs and all state durable: stopping", until_idle)
+                break
+            next_due = min(
+                (w.next_poll_at for w in self._workers.values() if not w.reader.ended),
+                default=now + options.idle_poll_interval,
+            )
+            stop.wait(max(0.0, min(next_due - now, options.flush_interval, 0.5)))
+        self.flush_all()
+        return self.stats
+
+    def flush_all(self) -> None:
+        for worker in list(self._workers.values()):
+            if worker.unflushed:
+                self.flush(worker)
+
+    def checkpoints(self) -> dict[str, Position | None]:
+        """The durable checkpoint of each active shard (first pipeline)."""
+        return {sid: w.engines[0].durable.checkpoint for sid, w in self._workers.items()}
