@@ -13,7 +13,9 @@ MAX_EPOCH_MS = 9_999_999_999_999
 def parse_event_time(value: object, field: str = "ts") -> int:
     """Epoch milliseconds from an integer or an ISO-8601 string (a time zone is required)."""
     if isinstance(value, bool):
-        raise InvalidEvent(f"{field} must be epoch milliseconds or an ISO-8601 string, not a boolean")
+        raise InvalidEvent(
+            f"{field} must be epoch milliseconds or an ISO-8601 string, not a boolean"
+        )
     if isinstance(value, int):
         ms = value
     elif isinstance(value, float):

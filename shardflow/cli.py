@@ -64,38 +64,65 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shardflow",
         description="Exactly-once windowed aggregation of Kinesis streams into DynamoDB.",
     )
-    parser.add_argument("--stream", help="Kinesis stream (default clickstream; env SHARDFLOW_STREAM)")
+    parser.add_argument(
+        "--stream", help="Kinesis stream (default clickstream; env SHARDFLOW_STREAM)"
+    )
     parser.add_argument("--table", help="results table (default shardflow-aggregates)")
     parser.add_argument("--dead-letter-queue", help="SQS queue (default shardflow-dead-letters)")
     parser.add_argument("--alert-topic", help="SNS topic (default shardflow-alerts)")
     parser.add_argument("--region", help="AWS region (env AWS_REGION)")
-    parser.add_argument("--endpoint-url", help="AWS endpoint for every service (env AWS_ENDPOINT_URL)")
+    parser.add_argument(
+        "--endpoint-url", help="AWS endpoint for every service (env AWS_ENDPOINT_URL)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    emulator = commands.add_parser("emulator", help="embedded AWS emulator (moto) in the foreground")
+    emulator = commands.add_parser(
+        "emulator", help="embedded AWS emulator (moto) in the foreground"
+    )
     emulator.add_argument("--host", default=emulator_module.DEFAULT_HOST)
     emulator.add_argument("--port", type=int, default=emulator_module.DEFAULT_PORT)
     emulator.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     up = commands.add_parser("up", help="create every resource the pipelines need (idempotent)")
-    up.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS,
-                    help=f"shards for a new stream (default {DEFAULT_SHARDS})")
+    up.add_argument(
+        "--shards",
+        type=positive_int,
+        default=DEFAULT_SHARDS,
+        help=f"shards for a new stream (default {DEFAULT_SHARDS})",
+    )
 
     produce = commands.add_parser("produce", help="JSON-lines events into the stream")
     produce.add_argument("file", nargs="?", help="JSON-lines file, or - for standard input")
-    produce.add_argument("--synthetic", type=positive_int, metavar="N", help="send N synthetic page views")
-    produce.add_argument("--rate", type=positive_float, metavar="R", help="at most R events per second")
-    produce.add_argument("--partition-key", default="event_id", metavar="FIELD",
-                         help="event field used as partition key (default event_id)")
+    produce.add_argument(
+        "--synthetic", type=positive_int, metavar="N", help="send N synthetic page views"
+    )
+    produce.add_argument(
+        "--rate", type=positive_float, metavar="R", help="at most R events per second"
+    )
+    produce.add_argument(
+        "--partition-key",
+        default="event_id",
+        metavar="FIELD",
+        help="event field used as partition key (default event_id)",
+    )
     produce.add_argument("--seed", type=int, default=7, help="seed for --synthetic")
 
     run = commands.add_parser("run", help="process all shards")
     run.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="default: every pipeline")
-    run.add_argument("--until-idle", type=positive_float, metavar="SECONDS",
-                     help="exit 0 once every shard has been quiet this long and all state is durable")
-    run.add_argument("--flush-interval", type=positive_float, default=1.0, metavar="SECONDS",
-                     help="how often effects are made durable and checkpointed (default 1)")
+    run.add_argument(
+        "--until-idle",
+        type=positive_float,
+        metavar="SECONDS",
+        help="exit 0 once every shard has been quiet this long and all state is durable",
+    )
+    run.add_argument(
+        "--flush-interval",
+        type=positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often effects are made durable and checkpointed (default 1)",
+    )
 
     query = commands.add_parser("query", help="windows of a pipeline, merged across shards")
     query.add_argument("pipeline")
@@ -110,9 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=FORMATS, default="table")
 
     demo = commands.add_parser("demo", help="the whole system on the embedded emulator, live view")
-    demo.add_argument("--duration", type=positive_float, metavar="SECONDS", help="stop after this long")
+    demo.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
+    )
     demo.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS)
-    demo.add_argument("--rate", type=positive_float, default=40.0, help="events per second (default 40)")
+    demo.add_argument(
+        "--rate", type=positive_float, default=40.0, help="events per second (default 40)"
+    )
     return parser
 
 
@@ -145,7 +176,12 @@ def _stop_on_signals() -> threading.Event:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     clients = make_clients(settings)
     report = ensure_resources(
-        clients.kinesis, clients.dynamodb, clients.sqs, clients.sns, resource_names(settings), args.shards
+        clients.kinesis,
+        clients.dynamodb,
+        clients.sqs,
+        clients.sns,
+        resource_names(settings),
+        args.shards,
     )
     for line in report.lines():
         print(line)
@@ -167,8 +203,9 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\r{summary.sent} sent, {len(summary.failed)} failed", end="", file=sys.stderr)
 
     if args.synthetic is not None:
-        summary = producer.send(synthetic_records(args.synthetic, args.seed, args.partition_key),
-                                args.rate, progress)
+        summary = producer.send(
+            synthetic_records(args.synthetic, args.seed, args.partition_key), args.rate, progress
+        )
     else:
         with open_input(args.file) as stream:
             summary = producer.send(file_records(stream, args.partition_key), args.rate, progress)
@@ -185,12 +222,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     names = args.pipelines or sorted(PIPELINES)
     pipelines = [get_pipeline(name) for name in names]
     clients = make_clients(settings)
-    runner = make_runner(clients, settings, pipelines, RunnerOptions(flush_interval=args.flush_interval))
+    runner = make_runner(
+        clients, settings, pipelines, RunnerOptions(flush_interval=args.flush_interval)
+    )
     stop = _stop_on_signals()
     log.info("running %s on stream %s", ", ".join(names), settings.stream)
     stats = runner.run(stop, until_idle=args.until_idle)
-    print(f"processed {stats.records} records, dead letters {stats.dead_letters or 'none'}, "
-          f"{stats.rows_written} row writes in {stats.flushes} flushes")
+    print(
+        f"processed {stats.records} records, dead letters {stats.dead_letters or 'none'}, "
+        f"{stats.rows_written} row writes in {stats.flushes} flushes"
+    )
     return 0
 
 
@@ -212,7 +253,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from shardflow.demo import run_demo
+    from shardflow.demo import run_demo  # noqa: PLC0415 (the demo's imports are heavier)
 
     return run_demo(settings, args.duration, args.shards, args.rate, _stop_on_signals())
 

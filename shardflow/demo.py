@@ -37,8 +37,9 @@ def _now_ms() -> int:
 
 
 def _events(stop: threading.Event) -> Iterator[OutgoingRecord]:
-    generated = synthetic_page_views(None, _now_ms, seed=int(time.time()),
-                                     late_fraction=0.01, invalid_fraction=0.01)
+    generated = synthetic_page_views(
+        None, _now_ms, seed=int(time.time()), late_fraction=0.01, invalid_fraction=0.01
+    )
     for number, event in enumerate(generated, start=1):
         if stop.is_set():
             return
@@ -75,7 +76,9 @@ class _Thread(threading.Thread):
             self._stop_event.set()
 
 
-def _view(settings: Settings, runner: EmbeddedRunner, produced: ProduceSummary, started: float) -> str:
+def _view(
+    settings: Settings, runner: EmbeddedRunner, produced: ProduceSummary, started: float
+) -> str:
     store = make_store(make_clients(settings), settings)
     results = query_windows(store, PAGE_VIEWS, since_ms=_now_ms() - VIEW_WINDOW_MS)
     stats = runner.stats
@@ -88,8 +91,9 @@ def _view(settings: Settings, runner: EmbeddedRunner, produced: ProduceSummary, 
     return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
 
 
-def run_demo(settings: Settings, duration: float | None, shards: int, rate: float,
-             stop: threading.Event) -> int:
+def run_demo(
+    settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
+) -> int:
     emulator: EmulatorProcess | None = None
     if not settings.uses_emulator:
         emulator = EmulatorProcess()
@@ -105,11 +109,18 @@ def run_demo(settings: Settings, duration: float | None, shards: int, rate: floa
             emulator.stop()
 
 
-def _run(settings: Settings, duration: float | None, shards: int, rate: float,
-         stop: threading.Event) -> int:
+def _run(
+    settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
+) -> int:
     clients = make_clients(settings)
-    report = ensure_resources(clients.kinesis, clients.dynamodb, clients.sqs, clients.sns,
-                              resource_names(settings), shards)
+    report = ensure_resources(
+        clients.kinesis,
+        clients.dynamodb,
+        clients.sqs,
+        clients.sns,
+        resource_names(settings),
+        shards,
+    )
     for line in report.lines():
         print(line, flush=True)
     runner = make_runner(clients, settings, [PAGE_VIEWS], RunnerOptions(flush_interval=1.0))

@@ -53,7 +53,7 @@ def is_ready(url: str, timeout: float = 1.0) -> bool:
 def start_in_thread(host: str = DEFAULT_HOST, port: int = 0) -> tuple[Any, str]:
     """Start moto's server on a thread of this process; returns (server, url)."""
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 (optional dependency)
     except ImportError as exc:
         raise EmulatorUnavailable(
             "the embedded emulator needs moto: pip install 'shardflow[emulator]'"
@@ -115,8 +115,17 @@ class EmulatorProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> str:
-        command = [sys.executable, "-m", "shardflow", "emulator", "--host", self.host,
-                   "--port", str(self.port), "--exit-with-parent"]
+        command = [
+            sys.executable,
+            "-m",
+            "shardflow",
+            "emulator",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--exit-with-parent",
+        ]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )

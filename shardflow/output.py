@@ -33,7 +33,9 @@ def render_json(results: Sequence[WindowResult]) -> str:
 
 def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns])
+    writer = csv.DictWriter(
+        buffer, fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns]
+    )
     writer.writeheader()
     for result in results:
         writer.writerow(result_dict(result))
@@ -56,11 +58,19 @@ def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str
     """Aligned columns: text left, numbers right; ISO times; final windows marked."""
     header = ["key", "window_start", "window_end", "final", *columns]
     rows = [
-        [r.key, format_iso8601(r.window.start_ms), format_iso8601(r.window.end_ms),
-         "final" if r.final else "open", *(_cell(r.values[c]) for c in columns)]
+        [
+            r.key,
+            format_iso8601(r.window.start_ms),
+            format_iso8601(r.window.end_ms),
+            "final" if r.final else "open",
+            *(_cell(r.values[c]) for c in columns),
+        ]
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+        for i, h in enumerate(header)
+    ]
     numeric = [False] * 4 + [True] * len(columns)
 
     def line(cells: Sequence[str]) -> str:

@@ -58,5 +58,7 @@ def replay_file(pipeline: Pipeline[Any], stream: BinaryIO) -> ReplayOutcome:
             flush(ended=False)
     engine.process(chunk, lambda keys: [])
     flush(ended=True)
-    results = merge_rows(pipeline, store.read_rows(pipeline.name), store.read_progress(pipeline.name))
+    results = merge_rows(
+        pipeline, store.read_rows(pipeline.name), store.read_progress(pipeline.name)
+    )
     return ReplayOutcome(results, lines, dead)

@@ -48,7 +48,10 @@ def table_definition(names: ResourceNames) -> dict[str, Any]:
 
 def queue_definition(names: ResourceNames) -> dict[str, Any]:
     """CreateQueue request: dead letters are kept for the maximum 14 days."""
-    return {"QueueName": names.dead_letter_queue, "Attributes": {"MessageRetentionPeriod": "1209600"}}
+    return {
+        "QueueName": names.dead_letter_queue,
+        "Attributes": {"MessageRetentionPeriod": "1209600"},
+    }
 
 
 def topic_definition(names: ResourceNames) -> dict[str, Any]:
@@ -78,7 +81,9 @@ def _code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-def _wait(check: Callable[[], bool], what: str, timeout: float, sleep: Callable[[float], None]) -> None:
+def _wait(
+    check: Callable[[], bool], what: str, timeout: float, sleep: Callable[[float], None]
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -86,8 +91,14 @@ def _wait(check: Callable[[], bool], what: str, timeout: float, sleep: Callable[
         sleep(0.25)
 
 
-def ensure_stream(kinesis: Any, names: ResourceNames, shards: int, report: ResourceReport,
-                  timeout: float = 120, sleep: Callable[[float], None] = time.sleep) -> None:
+def ensure_stream(
+    kinesis: Any,
+    names: ResourceNames,
+    shards: int,
+    report: ResourceReport,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     label = f"stream {names.stream}"
     try:
         kinesis.create_stream(**stream_definition(names, shards))
@@ -98,7 +109,9 @@ def ensure_stream(kinesis: Any, names: ResourceNames, shards: int, report: Resou
         report.existing.append(label)
 
     def active() -> bool:
-        summary = kinesis.describe_stream_summary(StreamName=names.stream)["StreamDescriptionSummary"]
+        summary = kinesis.describe_stream_summary(StreamName=names.stream)[
+            "StreamDescriptionSummary"
+        ]
         report.stream_arn = summary["StreamARN"]
         report.shard_count = summary.get("OpenShardCount", 0)
         return bool(summary["StreamStatus"] == "ACTIVE")
@@ -106,8 +119,13 @@ def ensure_stream(kinesis: Any, names: ResourceNames, shards: int, report: Resou
     _wait(active, label, timeout, sleep)
 
 
-def ensure_table(dynamodb: Any, names: ResourceNames, report: ResourceReport,
-                 timeout: float = 120, sleep: Callable[[float], None] = time.sleep) -> None:
+def ensure_table(
+    dynamodb: Any,
+    names: ResourceNames,
+    report: ResourceReport,
+    timeout: float = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     label = f"table {names.table}"
     try:
         dynamodb.create_table(**table_definition(names))
@@ -148,8 +166,15 @@ def ensure_topic(sns: Any, names: ResourceNames, report: ResourceReport) -> None
     (report.existing if names.alert_topic in existing else report.created).append(label)
 
 
-def ensure_resources(kinesis: Any, dynamodb: Any, sqs: Any, sns: Any, names: ResourceNames,
-                     shards: int = DEFAULT_SHARDS, timeout: float = 120) -> ResourceReport:
+def ensure_resources(
+    kinesis: Any,
+    dynamodb: Any,
+    sqs: Any,
+    sns: Any,
+    names: ResourceNames,
+    shards: int = DEFAULT_SHARDS,
+    timeout: float = 120,
+) -> ResourceReport:
     """Create what is missing, leave what exists, and wait until everything is ACTIVE.
 
     An existing stream keeps its shard count; ``shards`` applies only when creating it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 DEFAULT_STREAM = "clickstream"
 DEFAULT_TABLE = "shardflow-aggregates"
@@ -62,4 +63,5 @@ class Settings:
 
     def with_overrides(self, **changes: str | None) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        given: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **given)

@@ -30,7 +30,9 @@ def synthetic_page_views(
         index += 1
         roll = rng.random()
         if roll < invalid_fraction:
-            yield rng.choice([b"{not json", b'{"event_id": "x"}', b'{"event_id": 1, "ts": 0, "page": ""}'])
+            yield rng.choice(
+                [b"{not json", b'{"event_id": "x"}', b'{"event_id": 1, "ts": 0, "page": ""}']
+            )
             continue
         ts = now_ms() - rng.randrange(jitter_ms + 1)
         if roll < invalid_fraction + late_fraction:

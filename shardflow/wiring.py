@@ -71,6 +71,4 @@ def make_runner(
                 f"stream {settings.stream!r} not found: create it with `shardflow up`"
             ) from exc
         raise
-    return EmbeddedRunner(
-        clients.kinesis, store, dead_letters, pipelines, settings.stream, options
-    )
+    return EmbeddedRunner(clients.kinesis, store, dead_letters, pipelines, settings.stream, options)

@@ -78,7 +78,10 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, NoRegionError):
         return "no AWS region configured: set AWS_REGION (for example us-east-1)"
     if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials found: configure a profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        return (
+            "no AWS credentials found: configure a profile, "
+            "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")

@@ -89,11 +89,15 @@ def check_record(record: OutgoingRecord) -> str | None:
     if not 1 <= key_chars <= MAX_PARTITION_KEY_CHARS:
         return f"partition key must be 1 to 256 characters, got {key_chars}"
     if record.size > MAX_RECORD_BYTES:
-        return f"record is {record.size} bytes with its partition key; the limit is {MAX_RECORD_BYTES}"
+        return (
+            f"record is {record.size} bytes with its partition key; the limit is {MAX_RECORD_BYTES}"
+        )
     return None
 
 
-def batches(records: Iterable[OutgoingRecord], max_records: int = MAX_RECORDS_PER_CALL) -> Iterator[list[OutgoingRecord]]:
+def batches(
+    records: Iterable[OutgoingRecord], max_records: int = MAX_RECORDS_PER_CALL
+) -> Iterator[list[OutgoingRecord]]:
     """Group records into PutRecords-sized batches, in order."""
     batch: list[OutgoingRecord] = []
     size = 0
@@ -189,7 +193,9 @@ class BatchProducer:
             retry = []
             for record, result in zip(pending, results, strict=True):
                 if "ErrorCode" in result:
-                    last_error[record.ref] = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
+                    last_error[record.ref] = (
+                        f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
+                    )
                     retry.append(record)
                 else:
                     summary.sent += 1
@@ -202,5 +208,8 @@ class BatchProducer:
             pending = retry
         for record in pending:
             summary.failed.append(
-                FailedRecord(record.ref, f"gave up after {self._max_attempts} attempts: {last_error.get(record.ref)}")
+                FailedRecord(
+                    record.ref,
+                    f"gave up after {self._max_attempts} attempts: {last_error.get(record.ref)}",
+                )
             )

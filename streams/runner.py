@@ -134,7 +134,9 @@ class EmbeddedRunner:
             checkpoints = [engine.durable.checkpoint for engine in engines]
             start_after = None if None in checkpoints else min(c for c in checkpoints if c)
             reader = ShardReader(self._kinesis, self._stream, shard_id, start_after)
-            self._workers[shard_id] = _ShardWorker(reader, engines, started_at=now, last_flush_at=now)
+            self._workers[shard_id] = _ShardWorker(
+                reader, engines, started_at=now, last_flush_at=now
+            )
             log.info(
                 "shard %s: starting %s",
                 shard_id,
@@ -144,7 +146,9 @@ class EmbeddedRunner:
 
     # -- processing -----------------------------------------------------------------
 
-    def _loader(self, pipeline: str, shard_id: str) -> Callable[[Sequence[RowKey]], list[StoredRow]]:
+    def _loader(
+        self, pipeline: str, shard_id: str
+    ) -> Callable[[Sequence[RowKey]], list[StoredRow]]:
         def load(keys: Sequence[RowKey]) -> list[StoredRow]:
             return self._store.load_rows(pipeline, shard_id, keys)
 
@@ -184,7 +188,9 @@ class EmbeddedRunner:
                     raise
                 attempt += 1
                 delay = full_jitter(attempt, base=0.2, cap=10.0)
-                log.warning("shard %s: flush failed (%s), retrying in %.1fs", worker.shard_id, exc, delay)
+                log.warning(
+                    "shard %s: flush failed (%s), retrying in %.1fs", worker.shard_id, exc, delay
+                )
                 time.sleep(delay)
 
     def _flush_once(self, worker: _ShardWorker) -> None:
@@ -204,7 +210,9 @@ class EmbeddedRunner:
             self._store.write_progress(name, self._stream, plan.progress)
             engine.confirm_flush(plan)
             for letter in plan.dead_letters:
-                self.stats.dead_letters[letter.reason] = self.stats.dead_letters.get(letter.reason, 0) + 1
+                self.stats.dead_letters[letter.reason] = (
+                    self.stats.dead_letters.get(letter.reason, 0) + 1
+                )
             self.stats.rows_written += len(plan.rows)
         self.stats.flushes += 1
 
@@ -213,7 +221,9 @@ class EmbeddedRunner:
     def _idle_for(self, worker: _ShardWorker, now: float) -> float:
         if worker.millis_behind:
             return 0.0  # an empty read while behind is not quiet
-        return now - (worker.last_record_at if worker.last_record_at is not None else worker.started_at)
+        return now - (
+            worker.last_record_at if worker.last_record_at is not None else worker.started_at
+        )
 
     def run(self, stop: threading.Event | None = None, until_idle: float | None = None) -> RunStats:
         """Process until ``stop`` is set, or until every shard has been quiet for

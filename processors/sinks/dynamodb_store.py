@@ -177,7 +177,8 @@ class DynamoPartialStore:
             if is_conditional_failure(exc):
                 raise StaleWrite(
                     f"the checkpoint of {pipeline}/{progress.shard_id} is already past "
-                    f"{progress.checkpoint.sequence_number}: another runner is processing this shard"
+                    f"{progress.checkpoint.sequence_number}: "
+                    "another runner is processing this shard"
                 ) from exc
             raise
 

@@ -91,7 +91,7 @@ class Min(_Plain["float | None"]):
         return None
 
     def add(self, state: float | None, value: Any) -> float | None:
-        return value if state is None or value < state else state  # type: ignore[no-any-return]
+        return value if state is None or value < state else state
 
     def merge(self, left: float | None, right: float | None) -> float | None:
         if left is None:
@@ -114,7 +114,7 @@ class Max(_Plain["float | None"]):
         return None
 
     def add(self, state: float | None, value: Any) -> float | None:
-        return value if state is None or value > state else state  # type: ignore[no-any-return]
+        return value if state is None or value > state else state
 
     def merge(self, left: float | None, right: float | None) -> float | None:
         if left is None:

@@ -22,8 +22,11 @@ def encode_states(specs: Sequence[AggregateSpec[Any]], states: Sequence[Any]) ->
         {
             "format": FORMAT_VERSION,
             "aggregates": {
-                spec.name: [spec.aggregator.kind, spec.aggregator.version,
-                            spec.aggregator.to_stored(state)]
+                spec.name: [
+                    spec.aggregator.kind,
+                    spec.aggregator.version,
+                    spec.aggregator.to_stored(state),
+                ]
                 for spec, state in zip(specs, states, strict=True)
             },
         }

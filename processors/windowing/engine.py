@@ -193,7 +193,9 @@ class ShardEngine:
             row = found.get(row_key)
             if row is None:
                 key, start = row_key
-                self._rows[row_key] = PartialRow(key, Window(start, start + size), list(self._initial))
+                self._rows[row_key] = PartialRow(
+                    key, Window(start, start + size), list(self._initial)
+                )
             else:
                 states = decode_states(self._specs, row.state)
                 self._rows[row_key] = PartialRow(row.key, row.window, states, row.high_water)

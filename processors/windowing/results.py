@@ -57,13 +57,15 @@ def merge_rows(
         else:
             window, current, count = existing
             combined = [
-                spec.aggregator.merge(a, b) for spec, a, b in zip(specs, current, states, strict=True)
+                spec.aggregator.merge(a, b)
+                for spec, a, b in zip(specs, current, states, strict=True)
             ]
             merged[slot] = (window, combined, count + 1)
     results = []
     for (key, _), (window, states, count) in sorted(merged.items()):
         values = {
-            spec.name: spec.aggregator.result(state) for spec, state in zip(specs, states, strict=True)
+            spec.name: spec.aggregator.result(state)
+            for spec, state in zip(specs, states, strict=True)
         }
         final = is_final(window, shards, pipeline.allowed_lateness_ms)
         results.append(WindowResult(pipeline.name, key, window, final, values, count))
