@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import orjson
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
 from processors.windowing.results import WindowResult
-from shardflow.emulator import EMULATOR_ENV, EmulatorProcess
+from shardflow.emulator import EMULATOR_CREDENTIALS, EmulatorProcess
 from shardflow.input import partition_key_for
 from shardflow.output import render_table
 from shardflow.resources import ensure_resources
@@ -99,9 +98,9 @@ def run_demo(
         emulator = EmulatorProcess()
         print(f"starting the embedded emulator on {emulator.url} ...", flush=True)
         emulator.start()
-        for name, value in EMULATOR_ENV.items():
-            os.environ.setdefault(name, value)
-        settings = replace(settings, endpoint_url=emulator.url)
+        settings = replace(
+            settings, endpoint_url=emulator.url, static_credentials=EMULATOR_CREDENTIALS
+        )
     try:
         return _run(settings, duration, shards, rate, stop)
     finally:

@@ -27,6 +27,8 @@ EMULATOR_ENV = {
 }
 """Dummy credentials and a region: the emulator accepts any, boto3 insists on some."""
 
+EMULATOR_CREDENTIALS = ("test", "test")
+
 
 class EmulatorUnavailable(RuntimeError):
     """moto is not installed, or the emulator did not start."""

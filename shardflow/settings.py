@@ -32,6 +32,8 @@ class Settings:
     region: str | None = None
     endpoint_url: str | None = None
     service_endpoints: Mapping[str, str] = field(default_factory=dict)
+    static_credentials: tuple[str, str] | None = None
+    """(access key id, secret) for the embedded emulator; None uses boto3's usual chain."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -36,10 +36,13 @@ class AwsClients:
         region = self.settings.region or session.region_name
         if region is None and self.settings.uses_emulator:
             region = DEFAULT_REGION
+        credentials = self.settings.static_credentials
         return session.client(
             service,  # type: ignore[call-overload]
             region_name=region,
             endpoint_url=self.settings.endpoint_for(service),
+            aws_access_key_id=credentials[0] if credentials else None,
+            aws_secret_access_key=credentials[1] if credentials else None,
             config=_CONFIG,
         )
 
