@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 
 BASE_MS = 1_795_000_000_000 - 1_795_000_000_000 % 60_000  # a whole minute in 2026
 PAGES = [f"/page/{i}" for i in range(12)]
@@ -42,10 +43,7 @@ def page_view_lines(count: int, seed: int, span_ms: int = 300_000) -> list[bytes
             "page": rng.choice(PAGES),
         }
         if rng.random() < 0.1:
-            moment = ts / 1000
-            from datetime import datetime, timezone  # noqa: PLC0415
-
-            iso = datetime.fromtimestamp(moment, tz=timezone.utc).isoformat()  # noqa: UP017
+            iso = datetime.fromtimestamp(ts / 1000, tz=UTC).isoformat()
             event["ts"] = iso.replace("+00:00", "Z")
         if rng.random() < 0.9:
             event["latency_ms"] = round(rng.uniform(1, 900), 1)

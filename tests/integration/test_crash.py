@@ -7,6 +7,7 @@ Set SHARDFLOW_CRASH_SEED to replay a failing run; the seed is printed on failure
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -72,8 +73,6 @@ def test_sigkill_under_load_then_exact_aggregates(emulator: Emulator, round_: in
         timeout=120,
     )
     assert query.returncode == 0, query.stderr.decode()
-    import json  # noqa: PLC0415
-
     expected = compute(read_stream(aws.clients.kinesis, aws.settings.stream))
     assert_matches(json.loads(query.stdout), expected)
 
