@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import signal
 import sys
 import threading
@@ -37,7 +39,7 @@ log = logging.getLogger("shardflow")
 
 def parse_time(text: str) -> int:
     """Epoch milliseconds from ``1764237600000`` or ``2026-11-27T10:00:00Z``."""
-    if text.strip().lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text.strip()):
         return int(text)
     try:
         return parse_iso8601(text, "time")
@@ -47,7 +49,7 @@ def parse_time(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
@@ -193,6 +195,9 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     if (args.file is None) == (args.synthetic is None):
         print("shardflow produce: give a FILE (or - for stdin) or --synthetic N", file=sys.stderr)
         return 2
+    if args.file not in (None, "-"):
+        with open(args.file, "rb"):
+            pass  # a missing or unreadable file is reported before any AWS call
     clients = make_clients(settings)
     producer = BatchProducer(clients.kinesis, settings.stream)
     last_report = [time.monotonic()]

@@ -34,7 +34,9 @@ def render_json(results: Sequence[WindowResult]) -> str:
 def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(
-        buffer, fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns]
+        buffer,
+        lineterminator="\n",
+        fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns],
     )
     writer.writeheader()
     for result in results:

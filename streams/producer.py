@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from streams.aws_errors import ResourceMissing, error_code, is_not_found, is_retryable
 from streams.backoff import full_jitter
@@ -170,7 +170,8 @@ class BatchProducer:
         return response["Records"]  # type: ignore[return-value]
 
     def _send_batch(self, batch: list[OutgoingRecord], summary: ProduceSummary) -> None:
-        pending = batch
+        # Entries are tracked by their index in ``batch``: refs need not be unique.
+        pending = list(range(len(batch)))
         last_error: dict[int, str] = {}
         for attempt in range(self._max_attempts):
             if attempt:
@@ -178,38 +179,37 @@ class BatchProducer:
                 self._sleep(full_jitter(attempt, base=0.1, cap=5.0))
             summary.put_calls += 1
             try:
-                results = self._put(pending)
-            except ClientError as exc:
+                results = self._put([batch[index] for index in pending])
+            except (ClientError, BotoCoreError) as exc:
                 if is_not_found(exc):
                     raise ResourceMissing(
                         f"stream {self._stream!r} not found: create it with `shardflow up`"
                     ) from exc
                 if not is_retryable(exc):
                     raise
-                log.warning("PutRecords failed (%s), retrying", error_code(exc))
-                for record in pending:
-                    last_error[record.ref] = str(error_code(exc))
+                reason = error_code(exc) or type(exc).__name__
+                log.warning("PutRecords failed (%s), retrying", reason)
+                last_error.update((index, reason) for index in pending)
                 continue
             retry = []
-            for record, result in zip(pending, results, strict=True):
+            for index, result in zip(pending, results, strict=True):
                 if "ErrorCode" in result:
-                    last_error[record.ref] = (
-                        f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
-                    )
-                    retry.append(record)
-                else:
-                    summary.sent += 1
-                    summary.bytes_sent += record.size
-                    summary.payload_units += math.ceil(record.size / PAYLOAD_UNIT_BYTES)
-                    shard = result.get("ShardId", "?")
-                    summary.shards[shard] = summary.shards.get(shard, 0) + 1
+                    last_error[index] = f"{result['ErrorCode']}: {result.get('ErrorMessage', '')}"
+                    retry.append(index)
+                    continue
+                record = batch[index]
+                summary.sent += 1
+                summary.bytes_sent += record.size
+                summary.payload_units += math.ceil(record.size / PAYLOAD_UNIT_BYTES)
+                shard = result.get("ShardId", "?")
+                summary.shards[shard] = summary.shards.get(shard, 0) + 1
             if not retry:
                 return
             pending = retry
-        for record in pending:
+        for index in pending:
             summary.failed.append(
                 FailedRecord(
-                    record.ref,
-                    f"gave up after {self._max_attempts} attempts: {last_error.get(record.ref)}",
+                    batch[index].ref,
+                    f"gave up after {self._max_attempts} attempts: {last_error.get(index)}",
                 )
             )

@@ -62,11 +62,27 @@ class Count(_Plain[int]):
         return state
 
 
+_INT64 = 2**63
+
+
 class Sum(_Plain[float]):
-    """The sum of the values (events without one add nothing). Starts at 0."""
+    """The sum of the values (events without one add nothing). Starts at 0.
+
+    Integer sums stay exact; those beyond 64 bits are stored as decimal text.
+    """
 
     kind = "sum"
     version = 1
+
+    def to_stored(self, state: float) -> Any:
+        if isinstance(state, int) and not -_INT64 <= state < _INT64:
+            return {"int": str(state)}
+        return state
+
+    def from_stored(self, stored: Any) -> float:
+        if isinstance(stored, dict):
+            return int(stored["int"])
+        return stored  # type: ignore[no-any-return]
 
     def initial(self) -> float:
         return 0

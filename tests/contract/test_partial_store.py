@@ -1,0 +1,109 @@
+"""One contract for every PartialStore: the in-memory fake and DynamoDB on the emulator.
+
+The exactly-once invariant rests on these behaviours: rows and checkpoints never move
+back, equal rewrites are idempotent, reads are exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from processors.sinks.dynamodb_store import DynamoPartialStore
+from processors.sinks.memory import MemoryPartialStore
+from processors.sinks.ports import PartialStore, StaleWrite
+from processors.windowing.engine import Intent, ShardProgress
+from processors.windowing.records import Position
+from processors.windowing.rows import StoredRow
+from processors.windowing.windows import Window
+from tests.conftest import Emulator, make_aws_env
+
+BIG_SEQUENCE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def store(request: pytest.FixtureRequest) -> Iterator[PartialStore]:
+    if request.param == "memory":
+        yield MemoryPartialStore()
+        return
+    emulator: Emulator = request.getfixturevalue("emulator")
+    aws = make_aws_env(emulator, shards=1)
+    dynamo = DynamoPartialStore(aws.clients.dynamodb, aws.settings.table)
+    yield dynamo
+    dynamo.close()
+
+
+def row(
+    key: str, start: int, hw: int, state: bytes = b"{}", shard: str = "s-1", pipeline: str = "p"
+) -> StoredRow:
+    return StoredRow(pipeline, key, Window(start, start + 60_000), shard, Position(hw), state)
+
+
+def test_a_new_shard_starts_with_empty_progress(store: PartialStore) -> None:
+    assert store.register_shard("p", "stream", "s-1") == ShardProgress("s-1")
+    assert store.read_progress("p") == [ShardProgress("s-1")]
+    assert store.read_progress("other") == []
+
+
+def test_progress_round_trips_and_never_moves_back(store: PartialStore) -> None:
+    store.register_shard("p", "stream", "s-1")
+    progress = ShardProgress(
+        "s-1", Position(BIG_SEQUENCE, 3), 1_000, 601_000, Position(BIG_SEQUENCE, 1), False
+    )
+    store.write_progress("p", "stream", progress)
+    assert store.register_shard("p", "stream", "s-1") == progress
+    with pytest.raises(StaleWrite):
+        store.write_progress("p", "stream", ShardProgress("s-1", Position(BIG_SEQUENCE, 2)))
+    store.write_progress("p", "stream", progress)  # the same checkpoint again is fine
+    ended = ShardProgress("s-1", Position(BIG_SEQUENCE + 1), 2_000, 601_000, None, True)
+    store.write_progress("p", "stream", ended)
+    assert store.read_progress("p") == [ended]
+
+
+def test_intent_raises_the_horizon_and_records_sent_dead_letters(store: PartialStore) -> None:
+    store.register_shard("p", "stream", "s-1")
+    store.write_intent("p", "stream", Intent("s-1", 700_000, Position(9)))
+    progress = store.register_shard("p", "stream", "s-1")
+    assert (progress.horizon, progress.dead_letters_through) == (700_000, Position(9))
+    with pytest.raises(StaleWrite):
+        store.write_intent("p", "stream", Intent("s-1", 600_000, Position(10)))
+
+
+def test_rows_round_trip_and_only_move_forward(store: PartialStore) -> None:
+    store.write_rows([row("/a", 0, 5, b'{"n":1}'), row("/b#with#hashes", 60_000, 6)])
+    loaded = store.load_rows("p", "s-1", [("/a", 0), ("/b#with#hashes", 60_000), ("/c", 0)])
+    assert sorted(loaded, key=lambda r: r.key) == [
+        row("/a", 0, 5, b'{"n":1}'),
+        row("/b#with#hashes", 60_000, 6),
+    ]
+    store.write_rows([row("/a", 0, 5, b'{"n":1}')])  # an identical rewrite is idempotent
+    store.write_rows([row("/a", 0, 9, b'{"n":2}')])
+    with pytest.raises(StaleWrite):
+        store.write_rows([row("/a", 0, 7, b'{"n":0}')])
+    assert store.load_rows("p", "s-1", [("/a", 0)]) == [row("/a", 0, 9, b'{"n":2}')]
+
+
+def test_rows_are_per_shard_and_per_pipeline(store: PartialStore) -> None:
+    store.write_rows(
+        [row("/a", 0, 1, shard="s-1"), row("/a", 0, 1, shard="s-2"), row("/a", 0, 1, pipeline="q")]
+    )
+    assert len(store.load_rows("p", "s-1", [("/a", 0)])) == 1
+    assert len(store.read_rows("p", "/a")) == 2
+    assert len(store.read_rows("q")) == 1
+
+
+def test_loading_many_rows_at_once(store: PartialStore) -> None:
+    rows = [row(f"/k{i}", 0, i + 1) for i in range(230)]
+    store.write_rows(rows)
+    loaded = store.load_rows("p", "s-1", [r.row_key for r in rows])
+    assert sorted(loaded, key=lambda r: r.high_water) == rows
+
+
+def test_reading_by_key_and_window_start(store: PartialStore) -> None:
+    store.write_rows([row("/a", start, 1) for start in (0, 60_000, 120_000, 180_000)])
+    store.write_rows([row("/b", 60_000, 1)])
+    starts = [r.window.start_ms for r in store.read_rows("p", "/a", 60_000, 180_000)]
+    assert sorted(starts) == [60_000, 120_000]
+    assert len(store.read_rows("p", None, 60_000, 120_000)) == 2
+    assert len(store.read_rows("p")) == 5
+    assert store.read_rows("p", "/a", 120_000, 120_000) == []
