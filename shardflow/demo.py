@@ -90,6 +90,18 @@ def _view(
     return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
 
 
+def _drain(runner: EmbeddedRunner, produced: ProduceSummary, thread: threading.Thread) -> None:
+    """Let the runner catch up with what was produced (up to 10 s) before stopping it."""
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and runner.stats.records < produced.sent:
+        if time.monotonic() > deadline:
+            log.warning(
+                "stopping with %d records not yet read", produced.sent - runner.stats.records
+            )
+            return
+        time.sleep(0.1)
+
+
 def run_demo(
     settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
 ) -> int:
@@ -126,6 +138,8 @@ def _run(
     producer = BatchProducer(clients.kinesis, settings.stream)
     produced = ProduceSummary()
 
+    runner_stop = threading.Event()
+
     def produce() -> None:
         def update(summary: ProduceSummary) -> None:
             produced.sent = summary.sent
@@ -133,7 +147,7 @@ def _run(
         producer.send(_events(stop), rate, update)
 
     producer_thread = _Thread("producer", produce, stop)
-    runner_thread = _Thread("runner", lambda: runner.run(stop), stop)
+    runner_thread = _Thread("runner", lambda: runner.run(runner_stop), stop)
     producer_thread.start()
     runner_thread.start()
 
@@ -150,6 +164,8 @@ def _run(
         else:
             print(view + "\n", flush=True)
     producer_thread.join(timeout=30)
+    _drain(runner, produced, runner_thread)
+    runner_stop.set()
     runner_thread.join(timeout=60)
     print(_view(settings, runner, produced, started), flush=True)
     failed = [t for t in (producer_thread, runner_thread) if t.error is not None]
