@@ -65,6 +65,7 @@ class _ShardWorker:
     last_flush_at: float = 0.0
     failures: int = 0
     millis_behind: int | None = None
+    caught_up: bool = False
 
     @property
     def shard_id(self) -> str:
@@ -163,6 +164,7 @@ class EmbeddedRunner:
             return
         worker.failures = 0
         worker.millis_behind = result.millis_behind
+        worker.caught_up = not result.records and not result.millis_behind
         if result.millis_behind is not None:
             self.stats.millis_behind[worker.shard_id] = result.millis_behind
         if result.records:
@@ -219,8 +221,10 @@ class EmbeddedRunner:
     # -- the loop -------------------------------------------------------------------
 
     def _idle_for(self, worker: _ShardWorker, now: float) -> float:
-        if worker.millis_behind:
-            return 0.0  # an empty read while behind is not quiet
+        """How long the shard has been quiet: its last read succeeded, returned nothing and
+        was not behind the tip. A throttled or failing shard is never quiet."""
+        if worker.failures or not worker.caught_up:
+            return 0.0
         return now - (
             worker.last_record_at if worker.last_record_at is not None else worker.started_at
         )

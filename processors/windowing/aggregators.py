@@ -7,6 +7,7 @@ aggregates from shards, batches and restarts combine in any grouping
 
 from __future__ import annotations
 
+import math
 from typing import Any, Generic, Protocol, TypeVar
 
 S = TypeVar("S")
@@ -33,14 +34,35 @@ class Aggregator(Protocol[S]):
     def from_stored(self, stored: Any) -> S: ...
 
 
+_INT64 = 2**63
+
+
+def store_number(value: Any) -> Any:
+    """JSON for a number state: integers beyond 64 bits and non-finite floats (a sum that
+    overflowed) become tagged text, which JSON and orjson cannot hold otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        return {"int": str(value)}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    return value
+
+
+def load_number(stored: Any) -> Any:
+    if isinstance(stored, dict):
+        if "int" in stored:
+            return int(stored["int"])
+        return float(stored["float"])
+    return stored
+
+
 class _Plain(Generic[S]):
-    """Aggregators whose state is already a JSON scalar."""
+    """Aggregators whose state is a number (or None)."""
 
     def to_stored(self, state: S) -> Any:
-        return state
+        return store_number(state)
 
     def from_stored(self, stored: Any) -> S:
-        return stored  # type: ignore[no-any-return]
+        return load_number(stored)  # type: ignore[no-any-return]
 
 
 class Count(_Plain[int]):
@@ -62,27 +84,14 @@ class Count(_Plain[int]):
         return state
 
 
-_INT64 = 2**63
-
-
 class Sum(_Plain[float]):
     """The sum of the values (events without one add nothing). Starts at 0.
 
-    Integer sums stay exact; those beyond 64 bits are stored as decimal text.
+    Integer sums stay exact, also beyond 64 bits.
     """
 
     kind = "sum"
     version = 1
-
-    def to_stored(self, state: float) -> Any:
-        if isinstance(state, int) and not -_INT64 <= state < _INT64:
-            return {"int": str(state)}
-        return state
-
-    def from_stored(self, stored: Any) -> float:
-        if isinstance(stored, dict):
-            return int(stored["int"])
-        return stored  # type: ignore[no-any-return]
 
     def initial(self) -> float:
         return 0
