@@ -10,6 +10,13 @@ from schemas.errors import InvalidEvent
 MAX_EPOCH_MS = 9_999_999_999_999
 
 
+def _excerpt(text: str, limit: int = 64) -> str:
+    """``text`` quoted, cut to ``limit`` characters: errors must not echo huge inputs."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def parse_event_time(value: object, field: str = "ts") -> int:
     """Epoch milliseconds from an integer or an ISO-8601 string (a time zone is required)."""
     if isinstance(value, bool):
@@ -41,9 +48,9 @@ def parse_iso8601(text: str, field: str = "time") -> int:
     try:
         parsed = datetime.fromisoformat(candidate)
     except ValueError:
-        raise InvalidEvent(f"{field} is not an ISO-8601 time: {text!r}") from None
+        raise InvalidEvent(f"{field} is not an ISO-8601 time: {_excerpt(text)}") from None
     if parsed.tzinfo is None:
-        raise InvalidEvent(f"{field} has no time zone (add Z for UTC): {text!r}")
+        raise InvalidEvent(f"{field} has no time zone (add Z for UTC): {_excerpt(text)}")
     delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

@@ -11,11 +11,20 @@ from processors.windowing.engine import DeadLetter
 MAX_BODY_BYTES = 262_144
 """SQS's default maximum message size (256 KiB)."""
 
+MAX_ERROR_CHARS = 2_000
+"""Error texts are cut to this length, so a body's size is bounded by its data."""
+
 
 def dead_letter_id(letter: DeadLetter) -> str:
     """Stable identity of a dead letter: shard, sequence number and sub-sequence number."""
     position = letter.record.position
     return f"{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
+
+
+def _bounded(error: str) -> str:
+    if len(error) <= MAX_ERROR_CHARS:
+        return error
+    return error[:MAX_ERROR_CHARS] + f"... (error cut from {len(error)} characters)"
 
 
 def dead_letter_body(letter: DeadLetter, stream: str) -> dict[str, Any]:
@@ -24,7 +33,7 @@ def dead_letter_body(letter: DeadLetter, stream: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "dead_letter_id": dead_letter_id(letter),
         "reason": letter.reason,
-        "error": letter.error,
+        "error": _bounded(letter.error),
         "pipeline": letter.pipeline,
         "stream": stream,
         "shard_id": record.shard_id,
