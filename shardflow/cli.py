@@ -26,9 +26,9 @@ from shardflow import emulator as emulator_module
 from shardflow.input import file_records, open_input, synthetic_records
 from shardflow.output import FORMATS, render
 from shardflow.replay import replay_file
-from shardflow.resources import DEFAULT_SHARDS, ensure_resources
+from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
-from shardflow.wiring import make_runner, make_store, resource_names
+from shardflow.wiring import ensure_for, make_runner, make_store
 from streams.aws_errors import AwsUnavailable, ResourceMissing, describe
 from streams.clients import make_clients
 from streams.producer import BatchProducer, ProduceSummary
@@ -177,14 +177,7 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     clients = make_clients(settings)
-    report = ensure_resources(
-        clients.kinesis,
-        clients.dynamodb,
-        clients.sqs,
-        clients.sns,
-        resource_names(settings),
-        args.shards,
-    )
+    report = ensure_for(clients, settings, args.shards)
     for line in report.lines():
         print(line)
     print(f"stream {settings.stream}: {report.shard_count} open shards, ACTIVE")

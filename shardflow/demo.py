@@ -18,10 +18,9 @@ from processors.windowing.results import WindowResult
 from shardflow.emulator import EMULATOR_CREDENTIALS, EmulatorProcess
 from shardflow.input import partition_key_for
 from shardflow.output import render_table
-from shardflow.resources import ensure_resources
 from shardflow.settings import Settings
 from shardflow.synthetic import synthetic_page_views
-from shardflow.wiring import make_runner, make_store, resource_names
+from shardflow.wiring import ensure_for, make_runner, make_store
 from streams.clients import make_clients
 from streams.producer import BatchProducer, OutgoingRecord, ProduceSummary
 from streams.runner import EmbeddedRunner, RunnerOptions
@@ -124,14 +123,7 @@ def _run(
     settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
 ) -> int:
     clients = make_clients(settings)
-    report = ensure_resources(
-        clients.kinesis,
-        clients.dynamodb,
-        clients.sqs,
-        clients.sns,
-        resource_names(settings),
-        shards,
-    )
+    report = ensure_for(clients, settings, shards)
     for line in report.lines():
         print(line, flush=True)
     runner = make_runner(clients, settings, [PAGE_VIEWS], RunnerOptions(flush_interval=1.0))

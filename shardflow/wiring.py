@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from processors.pipeline import Pipeline
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.sqs_dead_letters import SqsDeadLetters
-from shardflow.resources import ResourceNames
+from shardflow.resources import ResourceNames, ResourceReport, ensure_resources
 from shardflow.settings import Settings
 from streams.aws_errors import ResourceMissing, is_not_found
 from streams.clients import AwsClients
@@ -23,6 +23,18 @@ def resource_names(settings: Settings) -> ResourceNames:
         table=settings.table,
         dead_letter_queue=settings.dead_letter_queue,
         alert_topic=settings.alert_topic,
+    )
+
+
+def ensure_for(clients: AwsClients, settings: Settings, shards: int) -> ResourceReport:
+    """Every resource the configured names need (``shardflow up``, the demo)."""
+    return ensure_resources(
+        clients.kinesis,
+        clients.dynamodb,
+        clients.sqs,
+        clients.sns,
+        resource_names(settings),
+        shards,
     )
 
 

@@ -183,7 +183,8 @@ class DynamoPartialStore:
             raise
 
     def read_progress(self, pipeline: str) -> list[ShardProgress]:
-        items = self._query(
+        items = self._all_pages(
+            "query",
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": progress_pk(pipeline)}},
             ConsistentRead=True,
@@ -258,7 +259,8 @@ class DynamoPartialStore:
         if high <= low:
             return []
         if key is not None:
-            items = self._query(
+            items = self._all_pages(
+                "query",
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
                 ExpressionAttributeValues={
                     ":pk": {"S": row_pk(pipeline, key)},
@@ -267,7 +269,8 @@ class DynamoPartialStore:
                 },
             )
         else:
-            items = self._scan(
+            items = self._all_pages(
+                "scan",
                 FilterExpression="begins_with(pk, :prefix) AND window_start BETWEEN :low AND :high",
                 ExpressionAttributeValues={
                     ":prefix": {"S": row_pk(pipeline, "")},
@@ -277,16 +280,11 @@ class DynamoPartialStore:
             )
         return [_row_from_item(item) for item in items]
 
-    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        paginator = self._client.get_paginator("query")
-        for page in paginator.paginate(TableName=self._table, **kwargs):
-            items.extend(page.get("Items", []))
-        return items
-
-    def _scan(self, **kwargs: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        paginator = self._client.get_paginator("scan")
-        for page in paginator.paginate(TableName=self._table, **kwargs):
-            items.extend(page.get("Items", []))
-        return items
+    def _all_pages(self, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a paginated Query or Scan."""
+        paginator = self._client.get_paginator(operation)  # type: ignore[call-overload]
+        return [
+            item
+            for page in paginator.paginate(TableName=self._table, **kwargs)
+            for item in page.get("Items", [])
+        ]
