@@ -41,6 +41,10 @@ class Pipeline(Generic[E]):
     windows: TumblingWindows
     allowed_lateness_ms: int
     aggregates: tuple[AggregateSpec[E], ...]
+    max_future_ms: int | None = 3_600_000
+    """Events stamped more than this after their record arrived in Kinesis are invalid: one
+    bad producer clock would otherwise push the shard's watermark ahead and make every
+    later event late. None turns the check off."""
 
     def __post_init__(self) -> None:
         if not self.name or "#" in self.name:

@@ -11,13 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.pipelines import PIPELINES, UnknownPipeline, get_pipeline
 from processors.query import query_windows
-from processors.sinks.ports import StaleWrite
+from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.sinks.sqs_dead_letters import DeadLetterDeliveryError
 from processors.windowing.codec import IncompatibleState
 from schemas.errors import InvalidEvent
@@ -29,7 +30,7 @@ from shardflow.replay import replay_file
 from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
 from shardflow.wiring import ensure_for, make_runner, make_store
-from streams.aws_errors import AwsUnavailable, ResourceMissing, describe
+from streams.aws_errors import ResourceMissing, describe
 from streams.clients import make_clients
 from streams.producer import BatchProducer, ProduceSummary
 from streams.runner import RunnerOptions
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alert-topic", help="SNS topic (default shardflow-alerts)")
     parser.add_argument("--region", help="AWS region (env AWS_REGION)")
     parser.add_argument(
-        "--endpoint-url", help="AWS endpoint for every service (env AWS_ENDPOINT_URL)"
+        "--endpoint-url",
+        help="AWS endpoint for every service (env AWS_ENDPOINT_URL); "
+        "overrides AWS_ENDPOINT_URL_KINESIS and the other per-service variables",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -158,6 +161,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         region=args.region,
         endpoint_url=args.endpoint_url,
     )
+    if args.endpoint_url:
+        # The command line wins over the environment: --endpoint-url is every service's
+        # endpoint, whatever AWS_ENDPOINT_URL_KINESIS and the others say.
+        settings = replace(settings, service_endpoints={})
     return settings
 
 
@@ -173,6 +180,10 @@ def _stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    return emulator_module.run_foreground(args.host, args.port, args.exit_with_parent)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -257,6 +268,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
+    "emulator": cmd_emulator,
     "up": cmd_up,
     "produce": cmd_produce,
     "run": cmd_run,
@@ -267,8 +279,8 @@ COMMANDS = {
 
 EXPECTED_ERRORS = (
     ResourceMissing,
-    AwsUnavailable,
     StaleWrite,
+    StreamMismatch,
     DeadLetterDeliveryError,
     IncompatibleState,
     emulator_module.EmulatorUnavailable,
@@ -284,8 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    if args.command == "emulator":
-        return emulator_module.run_foreground(args.host, args.port, args.exit_with_parent)
     try:
         return COMMANDS[args.command](args, _settings(args))
     except UnknownPipeline as exc:

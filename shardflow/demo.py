@@ -6,23 +6,21 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
+from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.windowing.results import WindowResult
 from shardflow.emulator import EMULATOR_CREDENTIALS, EmulatorProcess
-from shardflow.input import partition_key_for
+from shardflow.input import synthetic_records
 from shardflow.output import render_table
 from shardflow.settings import Settings
-from shardflow.synthetic import synthetic_page_views
 from shardflow.wiring import ensure_for, make_runner, make_store
 from streams.clients import make_clients
-from streams.producer import BatchProducer, OutgoingRecord, ProduceSummary
+from streams.producer import BatchProducer, ProduceSummary
 from streams.runner import EmbeddedRunner, RunnerOptions
 
 log = logging.getLogger("shardflow.demo")
@@ -34,15 +32,23 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _events(stop: threading.Event) -> Iterator[OutgoingRecord]:
-    generated = synthetic_page_views(
-        None, _now_ms, seed=int(time.time()), late_fraction=0.01, invalid_fraction=0.01
-    )
-    for number, event in enumerate(generated, start=1):
-        if stop.is_set():
-            return
-        line = event if isinstance(event, bytes) else orjson.dumps(event)
-        yield OutgoingRecord(line, partition_key_for(line, "event_id"), number)
+def needs_embedded_emulator(settings: Settings) -> bool:
+    """True unless a general endpoint (``AWS_ENDPOINT_URL``, ``--endpoint-url``) is set.
+
+    A per-service override alone (``AWS_ENDPOINT_URL_KINESIS`` for kinesis-local) must not
+    send the other services to the real AWS account.
+    """
+    return not settings.endpoint_url
+
+
+def on_embedded_emulator(settings: Settings, url: str) -> Settings:
+    """Every service without an endpoint of its own goes to the emulator at ``url``."""
+    return replace(settings, endpoint_url=url, static_credentials=EMULATOR_CREDENTIALS)
+
+
+def _endpoints(settings: Settings) -> str:
+    own = "".join(f", {name} {url}" for name, url in sorted(settings.service_endpoints.items()))
+    return f"endpoint {settings.endpoint_url}{own}"
 
 
 def _latest_per_key(results: list[WindowResult]) -> list[WindowResult]:
@@ -75,15 +81,18 @@ class _Thread(threading.Thread):
 
 
 def _view(
-    settings: Settings, runner: EmbeddedRunner, produced: ProduceSummary, started: float
+    store: DynamoPartialStore,
+    settings: Settings,
+    runner: EmbeddedRunner,
+    produced: ProduceSummary,
+    started: float,
 ) -> str:
-    store = make_store(make_clients(settings), settings)
     results = query_windows(store, PAGE_VIEWS, since_ms=_now_ms() - VIEW_WINDOW_MS)
     stats = runner.stats
     header = (
         f"shardflow demo: {time.monotonic() - started:5.0f}s  produced {produced.sent}  "
         f"processed {stats.records}  dead letters {dict(stats.dead_letters) or 0}  "
-        f"shards {stats.shards}  endpoint {settings.endpoint_url}"
+        f"shards {stats.shards}  {_endpoints(settings)}"
     )
     table = render_table(_latest_per_key(results), PAGE_VIEWS.aggregate_names)
     return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
@@ -105,13 +114,13 @@ def run_demo(
     settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
 ) -> int:
     emulator: EmulatorProcess | None = None
-    if not settings.uses_emulator:
+    if needs_embedded_emulator(settings):
         emulator = EmulatorProcess()
         print(f"starting the embedded emulator on {emulator.url} ...", flush=True)
+        for name, url in sorted(settings.service_endpoints.items()):
+            print(f"  {name} keeps its own endpoint {url}", flush=True)
         emulator.start()
-        settings = replace(
-            settings, endpoint_url=emulator.url, static_credentials=EMULATOR_CREDENTIALS
-        )
+        settings = on_embedded_emulator(settings, emulator.url)
     try:
         return _run(settings, duration, shards, rate, stop)
     finally:
@@ -136,30 +145,42 @@ def _run(
         def update(summary: ProduceSummary) -> None:
             produced.sent = summary.sent
 
-        producer.send(_events(stop), rate, update)
+        events = synthetic_records(
+            None,
+            int(time.time()),
+            "event_id",
+            stop=stop,
+            late_fraction=0.01,
+            invalid_fraction=0.01,
+        )
+        producer.send(events, rate, update)
 
     producer_thread = _Thread("producer", produce, stop)
     runner_thread = _Thread("runner", lambda: runner.run(runner_stop), stop)
-    producer_thread.start()
-    runner_thread.start()
+    view_store = make_store(clients, settings)  # one store (and thread pool) for every view
+    try:
+        producer_thread.start()
+        runner_thread.start()
 
-    started = time.monotonic()
-    interactive = sys.stdout.isatty()
-    refresh = 1.0 if interactive else 5.0
-    while not stop.wait(refresh):
-        if duration is not None and time.monotonic() - started >= duration:
-            stop.set()
-            break
-        view = _view(settings, runner, produced, started)
-        if interactive:
-            print("\x1b[H\x1b[2J" + view, flush=True)
-        else:
-            print(view + "\n", flush=True)
-    producer_thread.join(timeout=30)
-    _drain(runner, produced, runner_thread)
-    runner_stop.set()
-    runner_thread.join(timeout=60)
-    print(_view(settings, runner, produced, started), flush=True)
+        started = time.monotonic()
+        interactive = sys.stdout.isatty()
+        refresh = 1.0 if interactive else 5.0
+        while not stop.wait(refresh):
+            if duration is not None and time.monotonic() - started >= duration:
+                stop.set()
+                break
+            view = _view(view_store, settings, runner, produced, started)
+            if interactive:
+                print("\x1b[H\x1b[2J" + view, flush=True)
+            else:
+                print(view + "\n", flush=True)
+        producer_thread.join(timeout=30)
+        _drain(runner, produced, runner_thread)
+        runner_stop.set()
+        runner_thread.join(timeout=60)
+        print(_view(view_store, settings, runner, produced, started), flush=True)
+    finally:
+        view_store.close()
     failed = [t for t in (producer_thread, runner_thread) if t.error is not None]
     for thread in failed:
         print(f"shardflow demo: the {thread.name} failed: {thread.error}", file=sys.stderr)

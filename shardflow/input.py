@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,10 +51,34 @@ def file_records(stream: BinaryIO, field: str) -> Iterator[OutgoingRecord]:
             yield OutgoingRecord(line, partition_key_for(line, field), number)
 
 
-def synthetic_records(count: int, seed: int, field: str) -> Iterator[OutgoingRecord]:
-    def now_ms() -> int:
-        return time.time_ns() // 1_000_000
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    for number, event in enumerate(synthetic_page_views(count, now_ms, seed=seed), start=1):
+
+def synthetic_records(
+    count: int | None,
+    seed: int,
+    field: str,
+    *,
+    stop: threading.Event | None = None,
+    late_fraction: float = 0.0,
+    invalid_fraction: float = 0.0,
+) -> Iterator[OutgoingRecord]:
+    """Synthetic page views stamped with the current time (``produce --synthetic``, the demo).
+
+    ``count=None`` generates until ``stop`` is set (checked before each record). A
+    ``late_fraction`` of the events are stamped two minutes back and an
+    ``invalid_fraction`` are not valid events; ``ref`` numbers the records from 1.
+    """
+    generated = synthetic_page_views(
+        count,
+        _now_ms,
+        seed=seed,
+        late_fraction=late_fraction,
+        invalid_fraction=invalid_fraction,
+    )
+    for number, event in enumerate(generated, start=1):
+        if stop is not None and stop.is_set():
+            return
         line = event if isinstance(event, bytes) else orjson.dumps(event)
         yield OutgoingRecord(line, partition_key_for(line, field), number)

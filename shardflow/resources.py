@@ -2,8 +2,8 @@
 
 Used by ``shardflow up``, by the test fixtures, and by LocalStack's init hook
 (``localstack/init/ready.d/10-shardflow-resources.py``), which imports this module inside
-the LocalStack container. So it needs nothing but the standard library and boto3 clients
-passed in.
+the LocalStack container. So it needs nothing but the standard library, boto3 clients
+passed in, and ``shardflow.settings`` (standard library only) for the default names.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardflow.settings import (
+    DEFAULT_ALERT_TOPIC,
+    DEFAULT_DEAD_LETTER_QUEUE,
+    DEFAULT_STREAM,
+    DEFAULT_TABLE,
+)
+
 DEFAULT_SHARDS = 2
-RETENTION_HOURS = 24
 
 
 @dataclass(frozen=True)
 class ResourceNames:
-    stream: str = "clickstream"
-    table: str = "shardflow-aggregates"
-    dead_letter_queue: str = "shardflow-dead-letters"
-    alert_topic: str = "shardflow-alerts"
+    stream: str = DEFAULT_STREAM
+    table: str = DEFAULT_TABLE
+    dead_letter_queue: str = DEFAULT_DEAD_LETTER_QUEUE
+    alert_topic: str = DEFAULT_ALERT_TOPIC
 
 
 def stream_definition(names: ResourceNames, shards: int) -> dict[str, Any]:

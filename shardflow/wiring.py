@@ -42,7 +42,7 @@ def queue_url(clients: AwsClients, name: str) -> str:
     try:
         return clients.sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
-        if is_not_found(exc) or "NonExistentQueue" in str(exc):
+        if is_not_found(exc):
             raise ResourceMissing(
                 f"dead-letter queue {name!r} not found: create it with `shardflow up`"
             ) from exc
@@ -76,11 +76,23 @@ def make_runner(
         clients.sqs, queue_url(clients, settings.dead_letter_queue), settings.stream
     )
     try:
-        clients.kinesis.describe_stream_summary(StreamName=settings.stream)
+        summary = clients.kinesis.describe_stream_summary(StreamName=settings.stream)
     except ClientError as exc:
         if is_not_found(exc):
             raise ResourceMissing(
                 f"stream {settings.stream!r} not found: create it with `shardflow up`"
             ) from exc
         raise
-    return EmbeddedRunner(clients.kinesis, store, dead_letters, pipelines, settings.stream, options)
+    described = summary["StreamDescriptionSummary"]
+    created = described["StreamCreationTimestamp"]
+    # A stream deleted and created again under the same name is another stream.
+    identity = f"{described['StreamARN']}@{created.isoformat()}"
+    return EmbeddedRunner(
+        clients.kinesis,
+        store,
+        dead_letters,
+        pipelines,
+        settings.stream,
+        options,
+        stream_identity=identity,
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
-    ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 THROTTLING_CODES = frozenset(
     {
@@ -27,10 +27,6 @@ THROTTLING_CODES = frozenset(
 SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnavailable"})
 
 
-class AwsUnavailable(Exception):
-    """An endpoint that cannot be reached, or missing region or credentials."""
-
-
 class ResourceMissing(Exception):
     """A stream, table or queue that does not exist (run ``shardflow up``)."""
 
@@ -44,8 +40,8 @@ def error_code(exc: BaseException) -> str | None:
 
 def is_retryable(exc: BaseException) -> bool:
     """Throttling, server errors and dropped connections: worth a retry with backoff."""
-    if isinstance(exc, ConnectionClosedError | ReadTimeoutError | EndpointConnectionError):
-        return True
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True  # refused, reset, timed out: the endpoint may be back in a moment
     code = error_code(exc)
     if code is None:
         return False

@@ -23,6 +23,9 @@ _CONFIG = Config(
     read_timeout=30,
     max_pool_connections=16,
 )
+# Kinesis callers back off per shard (reader) or per entry (producer) themselves; long
+# retries inside botocore would stall every other shard of the single-threaded runner.
+_KINESIS_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "max_attempts": 2}))
 
 
 @dataclass
@@ -43,7 +46,7 @@ class AwsClients:
             endpoint_url=self.settings.endpoint_for(service),
             aws_access_key_id=credentials[0] if credentials else None,
             aws_secret_access_key=credentials[1] if credentials else None,
-            config=_CONFIG,
+            config=_KINESIS_CONFIG if service == "kinesis" else _CONFIG,
         )
 
     @cached_property

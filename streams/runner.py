@@ -14,12 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import DeadLetterSink, PartialStore
 from processors.windowing.engine import ShardEngine
-from processors.windowing.records import Position
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_retryable
 from streams.backoff import full_jitter
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
 
 log = logging.getLogger("shardflow.runner")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,10 @@ class _ShardWorker:
 
     @property
     def unflushed(self) -> bool:
-        return any(engine.has_unflushed for engine in self.engines)
+        """Applied work not yet durable, or a shard end not yet recorded."""
+        if any(engine.has_unflushed for engine in self.engines):
+            return True
+        return self.reader.ended and not all(engine.durable.ended for engine in self.engines)
 
 
 class EmbeddedRunner:
@@ -88,7 +92,10 @@ class EmbeddedRunner:
         stream: str,
         options: RunnerOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stream_identity: str | None = None,
     ) -> None:
+        """``stream_identity`` is recorded with each shard's progress (the stream's ARN and
+        creation time) so that a table holding another stream's state is refused."""
         if not pipelines:
             raise ValueError("at least one pipeline is required")
         self._kinesis = kinesis
@@ -96,10 +103,12 @@ class EmbeddedRunner:
         self._dead_letters = dead_letters
         self._pipelines = list(pipelines)
         self._stream = stream
+        self._identity = stream_identity or stream
         self._options = options or RunnerOptions()
         self._clock = clock
         self._workers: dict[str, _ShardWorker] = {}
         self._finished: set[str] = set()
+        self._rediscover = True
         self.stats = RunStats()
 
     # -- shard discovery ------------------------------------------------------------
@@ -117,6 +126,7 @@ class EmbeddedRunner:
 
     def _discover(self, now: float) -> None:
         shards = self._list_shards()
+        self._rediscover = False
         listed = {shard["ShardId"] for shard in shards}
         for shard in shards:
             shard_id = shard["ShardId"]
@@ -127,7 +137,7 @@ class EmbeddedRunner:
                 continue  # parents are read to their end first
             engines = []
             for pipeline in self._pipelines:
-                progress = self._store.register_shard(pipeline.name, self._stream, shard_id)
+                progress = self._store.register_shard(pipeline.name, self._identity, shard_id)
                 engines.append(ShardEngine(pipeline, progress))
             if all(engine.durable.ended for engine in engines):
                 self._finished.add(shard_id)
@@ -147,11 +157,38 @@ class EmbeddedRunner:
 
     # -- processing -----------------------------------------------------------------
 
+    def _register_children(self, shard_id: str) -> None:
+        """Register a closed shard's children before its end is recorded, so a query never
+        sees a moment where every known shard has ended while the children hold data."""
+        for shard in self._list_shards():
+            if shard_id in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
+                for pipeline in self._pipelines:
+                    self._store.register_shard(pipeline.name, self._identity, shard["ShardId"])
+
+    def _retrying(self, what: str, shard_id: str, call: Callable[[], _T]) -> _T:
+        """``call()``, retried with backoff on throttling and transient errors."""
+        deadline = self._clock() + self._options.flush_retry_deadline
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not is_retryable(exc) or self._clock() > deadline:
+                    raise
+                attempt += 1
+                delay = full_jitter(attempt, base=0.2, cap=10.0)
+                log.warning(
+                    "shard %s: %s failed (%s), retrying in %.1fs", shard_id, what, exc, delay
+                )
+                time.sleep(delay)
+
     def _loader(
         self, pipeline: str, shard_id: str
     ) -> Callable[[Sequence[RowKey]], list[StoredRow]]:
         def load(keys: Sequence[RowKey]) -> list[StoredRow]:
-            return self._store.load_rows(pipeline, shard_id, keys)
+            return self._retrying(
+                "loading rows", shard_id, lambda: self._store.load_rows(pipeline, shard_id, keys)
+            )
 
         return load
 
@@ -161,6 +198,9 @@ class EmbeddedRunner:
         if result.throttled:
             worker.failures += 1
             worker.next_poll_at = now + full_jitter(worker.failures, base=0.2, cap=10.0)
+            return
+        if result.renewed:
+            worker.caught_up = False
             return
         worker.failures = 0
         worker.millis_behind = result.millis_behind
@@ -178,25 +218,15 @@ class EmbeddedRunner:
 
     def flush(self, worker: _ShardWorker) -> None:
         """Make the worker's applied records durable, retrying transient failures."""
-        deadline = self._clock() + self._options.flush_retry_deadline
-        attempt = 0
-        while True:
-            try:
-                self._flush_once(worker)
-                worker.last_flush_at = self._clock()
-                return
-            except Exception as exc:
-                if not is_retryable(exc) or self._clock() > deadline:
-                    raise
-                attempt += 1
-                delay = full_jitter(attempt, base=0.2, cap=10.0)
-                log.warning(
-                    "shard %s: flush failed (%s), retrying in %.1fs", worker.shard_id, exc, delay
-                )
-                time.sleep(delay)
+        self._retrying("flush", worker.shard_id, lambda: self._flush_once(worker))
+        worker.last_flush_at = self._clock()
 
     def _flush_once(self, worker: _ShardWorker) -> None:
+        """One flush, in the invariant's order. A retry after a failure part-way through
+        plans again: letters already sent are not sent again, rows are rewritten as-is."""
         ended = worker.reader.ended
+        if ended and not all(engine.durable.ended for engine in worker.engines):
+            self._register_children(worker.shard_id)
         for engine in worker.engines:
             plan = engine.plan_flush(ended=ended)
             if plan.empty:
@@ -204,17 +234,18 @@ class EmbeddedRunner:
             name = engine.pipeline.name
             if plan.dead_letters:
                 self._dead_letters.send(plan.dead_letters)
+                engine.dead_letters_sent(plan)
+                for letter in plan.dead_letters:
+                    self.stats.dead_letters[letter.reason] = (
+                        self.stats.dead_letters.get(letter.reason, 0) + 1
+                    )
             if plan.intent is not None:
-                self._store.write_intent(name, self._stream, plan.intent)
+                self._store.write_intent(name, self._identity, plan.intent)
             if plan.rows:
                 self._store.write_rows(plan.rows)
             assert plan.progress is not None
-            self._store.write_progress(name, self._stream, plan.progress)
+            self._store.write_progress(name, self._identity, plan.progress)
             engine.confirm_flush(plan)
-            for letter in plan.dead_letters:
-                self.stats.dead_letters[letter.reason] = (
-                    self.stats.dead_letters.get(letter.reason, 0) + 1
-                )
             self.stats.rows_written += len(plan.rows)
         self.stats.flushes += 1
 
@@ -259,6 +290,7 @@ class EmbeddedRunner:
                         log.info("shard %s: read to its end", worker.shard_id)
                         del self._workers[worker.shard_id]
                         self._finished.add(worker.shard_id)
+                        self._rediscover = True
                         next_list = now  # children may start now
             now = self._clock()
             if now >= next_report:
@@ -273,9 +305,13 @@ class EmbeddedRunner:
                     self.stats.dead_letters or "none",
                     max(self.stats.millis_behind.values(), default=0),
                 )
-            if until_idle is not None and all(
-                self._idle_for(w, now) >= until_idle and not w.unflushed
-                for w in self._workers.values()
+            if (
+                until_idle is not None
+                and not self._rediscover
+                and all(
+                    self._idle_for(w, now) >= until_idle and not w.unflushed
+                    for w in self._workers.values()
+                )
             ):
                 log.info("every shard quiet for %.1fs and all state durable: stopping", until_idle)
                 break
@@ -291,7 +327,3 @@ class EmbeddedRunner:
         for worker in list(self._workers.values()):
             if worker.unflushed:
                 self.flush(worker)
-
-    def checkpoints(self) -> dict[str, Position | None]:
-        """The durable checkpoint of each active shard (first pipeline)."""
-        return {sid: w.engines[0].durable.checkpoint for sid, w in self._workers.items()}

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.windowing.records import Position, Record
 from streams.aws_errors import ResourceMissing, error_code, is_retryable
@@ -27,6 +27,8 @@ class ReadResult:
     millis_behind: int | None = None
     ended: bool = False
     throttled: bool = False
+    renewed: bool = False
+    """The iterator expired and was dropped; read again at once."""
 
 
 def _arrival_ms(raw: dict[str, Any]) -> int | None:
@@ -83,14 +85,14 @@ class ShardReader:
             if self._iterator is None:
                 self._iterator = self._new_iterator()
             response = self._kinesis.get_records(ShardIterator=self._iterator, Limit=self._limit)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             code = error_code(exc)
             if code == "ExpiredIteratorException":
                 log.info("shard %s: iterator expired, renewing", self.shard_id)
                 self._iterator = None
-                return ReadResult()
+                return ReadResult(renewed=True)
             if is_retryable(exc):
-                log.warning("shard %s: %s, backing off", self.shard_id, code)
+                log.warning("shard %s: %s, backing off", self.shard_id, code or exc)
                 return ReadResult(throttled=True)
             raise
         records = [

@@ -16,18 +16,20 @@ highest position they include (``hw``, fixed-width text so DynamoDB compares it 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from processors.sinks.ports import StaleWrite
+from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import Intent, ShardProgress
 from processors.windowing.records import Position
 from processors.windowing.rows import RowKey, StoredRow
 from processors.windowing.windows import Window
 from streams.aws_errors import is_conditional_failure
+from streams.backoff import full_jitter
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -114,7 +116,11 @@ class DynamoPartialStore:
             Key={"pk": {"S": progress_pk(pipeline)}, "sk": {"S": shard_id}},
             ConsistentRead=True,
         )
-        return _progress_from_item(response["Item"])
+        item = response["Item"]
+        stored = item.get("stream", {}).get("S", stream)
+        if stored != stream:
+            raise StreamMismatch(pipeline, stored, stream)
+        return _progress_from_item(item)
 
     def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None:
         values: dict[str, Any] = {}
@@ -148,18 +154,25 @@ class DynamoPartialStore:
             raise
 
     def write_progress(self, pipeline: str, stream: str, progress: ShardProgress) -> None:
-        if progress.checkpoint is None:
-            return
         item: dict[str, Any] = {
             "pk": {"S": progress_pk(pipeline)},
             "sk": {"S": progress.shard_id},
             "kind": {"S": "progress"},
             "stream": {"S": stream},
-            "checkpoint": {"S": progress.checkpoint.storage_key()},
-            "sequence_number": {"S": progress.checkpoint.sequence_number},
-            "sub_sequence_number": {"N": str(progress.checkpoint.sub)},
             "ended": {"BOOL": progress.ended},
         }
+        condition: dict[str, Any] = {
+            # Nothing read yet (an empty shard that ended): there must be no checkpoint.
+            "ConditionExpression": "attribute_not_exists(checkpoint)"
+        }
+        if progress.checkpoint is not None:
+            item["checkpoint"] = {"S": progress.checkpoint.storage_key()}
+            item["sequence_number"] = {"S": progress.checkpoint.sequence_number}
+            item["sub_sequence_number"] = {"N": str(progress.checkpoint.sub)}
+            condition = {
+                "ConditionExpression": "attribute_not_exists(checkpoint) OR checkpoint <= :c",
+                "ExpressionAttributeValues": {":c": item["checkpoint"]},
+            }
         if progress.max_event_time is not None:
             item["max_event_time"] = {"N": str(progress.max_event_time)}
         if progress.horizon is not None:
@@ -170,15 +183,14 @@ class DynamoPartialStore:
             self._client.put_item(
                 TableName=self._table,
                 Item=item,
-                ConditionExpression="attribute_not_exists(checkpoint) OR checkpoint <= :c",
-                ExpressionAttributeValues={":c": item["checkpoint"]},
+                **condition,
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
+                where = progress.checkpoint.sequence_number if progress.checkpoint else "nothing"
                 raise StaleWrite(
                     f"the checkpoint of {pipeline}/{progress.shard_id} is already past "
-                    f"{progress.checkpoint.sequence_number}: "
-                    "another runner is processing this shard"
+                    f"{where}: another runner is processing this shard"
                 ) from exc
             raise
 
@@ -205,12 +217,16 @@ class DynamoPartialStore:
                     "ConsistentRead": True,
                 }
             }
+            attempt = 0
             while request:
+                if attempt:
+                    time.sleep(full_jitter(attempt, base=0.05, cap=2.0))
                 response = self._client.batch_get_item(RequestItems=request)
                 found.extend(
                     _row_from_item(item) for item in response["Responses"].get(self._table, [])
                 )
                 request = response.get("UnprocessedKeys") or {}
+                attempt += 1
         return found
 
     def write_rows(self, rows: Sequence[StoredRow]) -> None:
@@ -261,6 +277,7 @@ class DynamoPartialStore:
         if key is not None:
             items = self._all_pages(
                 "query",
+                ConsistentRead=True,
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
                 ExpressionAttributeValues={
                     ":pk": {"S": row_pk(pipeline, key)},
@@ -271,6 +288,7 @@ class DynamoPartialStore:
         else:
             items = self._all_pages(
                 "scan",
+                ConsistentRead=True,
                 FilterExpression="begins_with(pk, :prefix) AND window_start BETWEEN :low AND :high",
                 ExpressionAttributeValues={
                     ":prefix": {"S": row_pk(pipeline, "")},

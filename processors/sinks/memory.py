@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from processors.sinks.ports import StaleWrite
+from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import DeadLetter, Intent, ShardProgress
 from processors.windowing.rows import RowKey, StoredRow
 
@@ -22,7 +22,9 @@ class MemoryPartialStore:
 
     def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
         with self._lock:
-            self.streams.setdefault((pipeline, shard_id), stream)
+            stored = self.streams.setdefault((pipeline, shard_id), stream)
+            if stored != stream:
+                raise StreamMismatch(pipeline, stored, stream)
             return self.progress.setdefault((pipeline, shard_id), ShardProgress(shard_id))
 
     def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None:

@@ -13,6 +13,17 @@ class StaleWrite(Exception):
     """A conditional write found newer state: another worker owns this shard now."""
 
 
+class StreamMismatch(Exception):
+    """The table holds this pipeline's progress for a different stream (or for an earlier
+    stream of the same name): continuing would mix unrelated sequence numbers."""
+
+    def __init__(self, pipeline: str, stored: str, given: str) -> None:
+        super().__init__(
+            f"the results table holds {pipeline} progress for stream {stored}, not {given}: "
+            "use another --table (or pipeline), or delete that pipeline's items first"
+        )
+
+
 class PartialStore(Protocol):
     """Partial rows and per-shard progress for every pipeline.
 
@@ -22,7 +33,11 @@ class PartialStore(Protocol):
     """
 
     def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
-        """The shard's durable progress, creating an empty record for a new shard."""
+        """The shard's durable progress, creating an empty record for a new shard.
+
+        ``stream`` identifies the stream (name, or ARN and creation time); a shard already
+        registered for another stream raises :class:`StreamMismatch`.
+        """
         ...
 
     def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None: ...

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors.pipeline import Pipeline
-from processors.windowing.codec import decode_states, encode_states
+from processors.windowing.codec import IncompatibleState, decode_states, encode_states
 from processors.windowing.records import Position, Record
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
 from processors.windowing.windows import Window
@@ -33,6 +33,10 @@ rewritten about once per ten minutes of event time rather than on every flush.""
 
 REASON_INVALID = "invalid"
 REASON_LATE = "late"
+
+MAX_KEY_BYTES = 1024
+"""Longer keys are invalid: a DynamoDB partition key holds at most 2048 bytes, and a key
+that can never be stored would stop its shard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ class ShardEngine:
         self._load_horizon = progress.horizon
         self._rows: dict[RowKey, PartialRow] = {}
         self._pending: list[DeadLetter] = []
+        self._sent_through = progress.dead_letters_through
         self._specs = pipeline.aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
 
@@ -139,7 +144,12 @@ class ShardEngine:
 
     @property
     def has_unflushed(self) -> bool:
-        return bool(self._pending) or self._position != self._durable.checkpoint
+        durable = self._durable
+        return (
+            bool(self._pending)
+            or self._position != durable.checkpoint
+            or self._sent_through != durable.dead_letters_through
+        )
 
     # -- processing -----------------------------------------------------------------
 
@@ -152,19 +162,33 @@ class ShardEngine:
         self.apply(batch)
 
     def prepare(self, records: Sequence[Record]) -> list[_Prepared]:
-        """Decode records and assign windows; pure, does not change the engine."""
+        """Decode records and assign windows; pure, does not change the engine.
+
+        Records at or before the last one applied are skipped: a reader may deliver them
+        again (after a checkpoint inside a KPL aggregate, or a renewed iterator).
+        """
         pipeline = self.pipeline
         decode, key_of, time_of = pipeline.decode, pipeline.key, pipeline.event_time
         assign = pipeline.windows.assign
-        checkpoint = self._durable.checkpoint
+        max_future = pipeline.max_future_ms
+        done = self._position
         prepared: list[_Prepared] = []
         for record in records:
-            if checkpoint is not None and record.position <= checkpoint:
+            if done is not None and record.position <= done:
                 continue
             try:
                 event = decode(record.data)
                 ts = time_of(event)
-                prepared.append((record, event, ts, key_of(event), assign(ts), None))
+                key = key_of(event)
+                if len(key) * 4 > MAX_KEY_BYTES and len(key.encode()) > MAX_KEY_BYTES:
+                    raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
+                arrival = record.arrival_ms
+                if max_future is not None and arrival is not None and ts > arrival + max_future:
+                    raise InvalidEvent(
+                        f"event time {ts} is {ts - arrival} ms after the record arrived "
+                        f"(at most {max_future} ms allowed): a producer clock is wrong"
+                    )
+                prepared.append((record, event, ts, key, assign(ts), None))
             except InvalidEvent as exc:
                 prepared.append((record, None, 0, "", (), str(exc)))
         return prepared
@@ -197,6 +221,13 @@ class ShardEngine:
                     key, Window(start, start + size), list(self._initial)
                 )
             else:
+                if row.window.end_ms - row.window.start_ms != size:
+                    raise IncompatibleState(
+                        f"stored row {row.key!r} has window [{row.window.start_ms}, "
+                        f"{row.window.end_ms}), but {self.pipeline.name} now uses "
+                        f"{self.pipeline.windows.describe()} windows: give the changed pipeline "
+                        "a new name"
+                    )
                 states = decode_states(self._specs, row.state)
                 self._rows[row_key] = PartialRow(row.key, row.window, states, row.high_water)
 
@@ -260,7 +291,7 @@ class ShardEngine:
         horizon = durable.horizon
         if self._max_ts is not None and (horizon is None or self._max_ts > horizon):
             horizon = self._max_ts + HORIZON_STEP_MS
-        sent_through = self._position if dead_letters else durable.dead_letters_through
+        sent_through = self._position if dead_letters else self._sent_through
         intent = None
         if horizon != durable.horizon or sent_through != durable.dead_letters_through:
             intent = Intent(self.shard_id, horizon, sent_through)
@@ -288,11 +319,20 @@ class ShardEngine:
             return FlushPlan()
         return FlushPlan(dead_letters, intent, rows, progress)
 
+    def dead_letters_sent(self, plan: FlushPlan) -> None:
+        """The plan's dead letters are delivered: a retried flush must not send them again.
+        Idempotent."""
+        count = len(plan.dead_letters)
+        if count and self._pending[:count] == plan.dead_letters:
+            del self._pending[:count]
+            assert plan.progress is not None
+            self._sent_through = plan.progress.dead_letters_through
+
     def confirm_flush(self, plan: FlushPlan) -> None:
         """Everything in ``plan`` is durable: clear dirty rows and release closed windows."""
         if plan.progress is None:
             return
-        del self._pending[: len(plan.dead_letters)]
+        self.dead_letters_sent(plan)
         for stored in plan.rows:
             row = self._rows.get(stored.row_key)
             if row is not None and row.high_water == stored.high_water:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.pipeline import Pipeline
-from processors.windowing.codec import decode_states
+from processors.windowing.codec import IncompatibleState, decode_states
 from processors.windowing.engine import ShardProgress
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import Window
@@ -48,7 +48,8 @@ def merge_rows(
     """Window results from partial rows, sorted by key, then window start."""
     specs = pipeline.aggregates
     merged: dict[tuple[str, int], tuple[Window, list[Any], int]] = {}
-    for row in rows:
+    # A fixed merge order (by shard) gives the same float sums whatever order rows are read in.
+    for row in sorted(rows, key=lambda r: (r.key, r.window.start_ms, r.shard_id)):
         states = decode_states(specs, row.state)
         slot = (row.key, row.window.start_ms)
         existing = merged.get(slot)
@@ -56,6 +57,12 @@ def merge_rows(
             merged[slot] = (row.window, states, 1)
         else:
             window, current, count = existing
+            if window != row.window:
+                raise IncompatibleState(
+                    f"rows of {pipeline.name!r} for key {row.key!r} disagree on the window "
+                    f"starting at {window.start_ms}: the pipeline's windows changed under "
+                    "the same name"
+                )
             combined = [
                 spec.aggregator.merge(a, b)
                 for spec, a, b in zip(specs, current, states, strict=True)

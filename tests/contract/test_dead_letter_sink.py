@@ -1,10 +1,12 @@
 """One contract for dead-letter sinks: every letter delivered, with the body design.md
-section 8 lists; the SQS sink batches by 10 and keeps oversized bodies under the limit."""
+section 8 lists; the SQS sink batches by 10, keeps oversized bodies under the limit, and
+sends text SQS would otherwise reject (U+FFFE, U+FFFF) so that the JSON is unchanged."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -16,6 +18,9 @@ from processors.windowing.records import Position, Record
 from processors.windowing.windows import Window
 from tests.conftest import Emulator, make_aws_env
 from tests.oracle import drain_queue
+
+NOT_FOR_SQS = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""Characters SQS rejects in a message body (moto does not check; SQS and LocalStack do)."""
 
 
 def letters(count: int) -> list[DeadLetter]:
@@ -65,3 +70,30 @@ def test_sqs_sink_delivers_every_letter(emulator: Emulator) -> None:
     big = next(b for b in bodies if b["sequence_number"] == "7")
     assert big["data_truncated"] is True and big["data_size"] == 400_000
     assert len(json.dumps(big)) <= MAX_BODY_BYTES
+
+
+@pytest.mark.emulator
+def test_sqs_sink_delivers_noncharacters_and_non_ascii_text(emulator: Emulator) -> None:
+    """orjson writes U+FFFE raw, and SQS rejects it: the shard would stop for good."""
+    aws = make_aws_env(emulator, shards=1)
+    sink = SqsDeadLetters(aws.clients.sqs, aws.queue_url, aws.settings.stream)
+    data = '{"page": "/caf\u00e9-\ufffe-\u65e5\u672c", "bad": "\uffff"}'.encode()
+    record = Record("shardId-000000000000", Position(42), "cl\u00e9-\ufffe-\u65e5\u672c", data)
+    letter = DeadLetter("invalid", "page: bad text \ufffe \u00e9", "page-views", record)
+    sink.send([letter])
+
+    response = aws.clients.sqs.receive_message(
+        QueueUrl=aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )
+    (message,) = response["Messages"]
+    assert not NOT_FOR_SQS.search(message["Body"])
+    body = json.loads(message["Body"])
+    assert body == dead_letter_body(letter, aws.settings.stream)
+    assert body["partition_key"] == "cl\u00e9-\ufffe-\u65e5\u672c"
+    assert base64.b64decode(body["data"]) == data
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes == {
+        "reason": "invalid",
+        "pipeline": "page-views",
+        "dead_letter_id": "shardId-000000000000:42:0",
+    }

@@ -11,7 +11,7 @@ import pytest
 
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.memory import MemoryPartialStore
-from processors.sinks.ports import PartialStore, StaleWrite
+from processors.sinks.ports import PartialStore, StaleWrite, StreamMismatch
 from processors.windowing.engine import Intent, ShardProgress
 from processors.windowing.records import Position
 from processors.windowing.rows import StoredRow
@@ -107,3 +107,18 @@ def test_reading_by_key_and_window_start(store: PartialStore) -> None:
     assert len(store.read_rows("p", None, 60_000, 120_000)) == 2
     assert len(store.read_rows("p")) == 5
     assert store.read_rows("p", "/a", 120_000, 120_000) == []
+
+
+def test_a_shard_of_another_stream_is_refused(store: PartialStore) -> None:
+    store.register_shard("p", "arn:stream/a@2026-01-01", "s-1")
+    with pytest.raises(StreamMismatch, match="stream arn:stream/a@2026-01-01"):
+        store.register_shard("p", "arn:stream/a@2026-06-01", "s-1")
+
+
+def test_an_empty_shard_can_end_without_a_checkpoint(store: PartialStore) -> None:
+    store.register_shard("p", "stream", "s-1")
+    store.write_progress("p", "stream", ShardProgress("s-1", ended=True))
+    assert store.read_progress("p") == [ShardProgress("s-1", ended=True)]
+    store.write_progress("p", "stream", ShardProgress("s-2", Position(5)))
+    with pytest.raises(StaleWrite):
+        store.write_progress("p", "stream", ShardProgress("s-2", ended=True))

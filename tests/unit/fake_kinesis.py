@@ -21,8 +21,13 @@ def client_error(code: str, operation: str = "GetRecords", status: int = 400) ->
 class FakeKinesis:
     shards: dict[str, list[bytes]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
-    faults: list[str] = field(default_factory=list)
-    """Codes to raise from the next get_records calls, in order."""
+    faults: list[str | Exception] = field(default_factory=list)
+    """Error codes (or exceptions) to raise from the next get_records calls, in order."""
+    parents: dict[str, str] = field(default_factory=dict)
+    """child shard id -> parent shard id."""
+    end_on_empty_read: bool = False
+    """Report a closed shard's end only on a read that returns nothing, as Kinesis often
+    does, instead of together with its last records."""
     iterator_requests: list[dict[str, Any]] = field(default_factory=list)
     reads: int = 0
 
@@ -30,7 +35,13 @@ class FakeKinesis:
         self.shards.setdefault(shard_id, []).extend(data)
 
     def list_shards(self, **kwargs: Any) -> dict[str, Any]:
-        return {"Shards": [{"ShardId": shard_id} for shard_id in sorted(self.shards)]}
+        shards = []
+        for shard_id in sorted(self.shards):
+            shard: dict[str, Any] = {"ShardId": shard_id}
+            if shard_id in self.parents:
+                shard["ParentShardId"] = self.parents[shard_id]
+            shards.append(shard)
+        return {"Shards": shards}
 
     def describe_stream_summary(self, **kwargs: Any) -> dict[str, Any]:
         return {"StreamDescriptionSummary": {"StreamStatus": "ACTIVE"}}
@@ -51,7 +62,8 @@ class FakeKinesis:
     def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
         self.reads += 1
         if self.faults:
-            raise client_error(self.faults.pop(0))
+            fault = self.faults.pop(0)
+            raise fault if isinstance(fault, Exception) else client_error(fault)
         shard_id, _, start = ShardIterator.partition("|")
         index = int(start)
         data = self.shards[shard_id]
@@ -67,6 +79,8 @@ class FakeKinesis:
         ]
         end = index + len(chunk)
         finished = shard_id in self.closed and end >= len(data)
+        if self.end_on_empty_read and chunk:
+            finished = False
         return {
             "Records": records,
             "NextShardIterator": None if finished else f"{shard_id}|{end}",

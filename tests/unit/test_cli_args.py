@@ -406,3 +406,60 @@ def test_replay_unknown_pipeline_exits_2(
 def test_replay_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code(["replay", "page-views"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+# --- emulator and endpoints ----------------------------------------------------------------
+
+
+def test_emulator_errors_exit_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """moto missing or a busy port: one line and exit 1, as for every other command."""
+
+    def unavailable(host: str, port: int, exit_with_parent: bool = False) -> int:
+        raise cli.emulator_module.EmulatorUnavailable(
+            f"port {port} on {host} is in use: is LocalStack or another emulator running?"
+            " use --port"
+        )
+
+    monkeypatch.setattr(cli.emulator_module, "run_foreground", unavailable)
+    assert main(["emulator", "--port", "4566"]) == 1
+    assert capsys.readouterr().err == (
+        "shardflow emulator: port 4566 on 127.0.0.1 is in use: is LocalStack or another"
+        " emulator running? use --port\n"
+    )
+
+
+def test_endpoint_url_option_wins_over_per_service_environment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client_builds: list[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4567")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4568")
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(1) + b"\n")
+
+    assert main(["--endpoint-url", "http://127.0.0.1:4600", "produce", str(path)]) == 0
+
+    settings = client_builds[0].settings
+    for service in ("kinesis", "dynamodb", "sqs", "sns"):
+        assert settings.endpoint_for(service) == "http://127.0.0.1:4600"
+
+
+def test_per_service_environment_applies_without_endpoint_url(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client_builds: list[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4567")
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(1) + b"\n")
+
+    assert main(["produce", str(path)]) == 0
+
+    settings = client_builds[0].settings
+    assert settings.endpoint_for("kinesis") == "http://127.0.0.1:4567"
+    assert settings.endpoint_for("sqs") == "http://127.0.0.1:9"  # AWS_ENDPOINT_URL

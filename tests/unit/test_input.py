@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -12,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.errors import InvalidEvent
+from schemas.page_views import decode_page_view
 from shardflow.input import file_records, open_input, partition_key_for, synthetic_records
 from streams.producer import OutgoingRecord, check_record
 
@@ -169,3 +173,42 @@ def test_synthetic_records_are_numbered_keyed_and_valid_json() -> None:
 
 def test_synthetic_records_zero() -> None:
     assert list(synthetic_records(0, seed=1, field="event_id")) == []
+
+
+def test_synthetic_records_without_a_count_run_until_stopped() -> None:
+    stop = threading.Event()
+    records = synthetic_records(None, seed=5, field="event_id", stop=stop)
+    taken = [next(records) for _ in range(1_000)]
+    assert [r.ref for r in taken] == list(range(1, 1_001))
+    stop.set()
+    assert list(records) == []
+
+
+def test_synthetic_records_stop_before_the_count() -> None:
+    stop = threading.Event()
+    records = synthetic_records(10, seed=5, field="event_id", stop=stop)
+    first = next(records)
+    stop.set()
+    assert first.ref == 1 and list(records) == []
+
+
+def is_page_view(data: bytes) -> bool:
+    try:
+        decode_page_view(data)
+    except InvalidEvent:
+        return False
+    return True
+
+
+def test_synthetic_records_late_fraction() -> None:
+    before = time.time_ns() // 1_000_000
+    late = [orjson.loads(r.data) for r in synthetic_records(50, 2, "event_id", late_fraction=1)]
+    assert all(event["ts"] <= before - 120_000 + 1_000 for event in late)
+
+
+def test_synthetic_records_invalid_fraction() -> None:
+    records = list(synthetic_records(200, seed=2, field="event_id", invalid_fraction=0.5))
+    invalid = [r for r in records if not is_page_view(r.data)]
+    assert 50 < len(invalid) < 150
+    assert all(check_record(r) is None for r in records)  # sent anyway: dead-lettered later
+    assert all(is_page_view(r.data) for r in synthetic_records(200, 2, "event_id"))

@@ -13,7 +13,7 @@ from processors.sinks.ports import StaleWrite
 from processors.windowing.engine import ShardProgress
 from processors.windowing.records import Position
 from streams.runner import EmbeddedRunner, RunnerOptions
-from tests.unit.fake_kinesis import FakeKinesis
+from tests.unit.fake_kinesis import FakeKinesis, client_error
 
 FAST = RunnerOptions(
     flush_interval=0.01, poll_interval=0.0, idle_poll_interval=0.01, report_interval=3600
@@ -96,3 +96,76 @@ def test_a_closed_shard_is_read_to_its_end_and_marked_ended() -> None:
     assert progress.ended and progress.checkpoint == Position(1)
     [window] = query_windows(store, PAGE_VIEWS)
     assert window.final  # the only shard ended, so nothing holds the window open
+
+
+def test_an_end_reported_after_the_last_flush_still_ends_the_shard_and_starts_children() -> None:
+    """Kinesis often reports a closed shard's end on a later, empty read: by then every
+    record is flushed, and the end must still be recorded so that the children start."""
+    kinesis = FakeKinesis(closed={"s0"}, parents={"s1": "s0"}, end_on_empty_read=True)
+    kinesis.put("s0", view(1_000))
+    kinesis.put("s1", view(2_000), view(3_000))
+    store = MemoryPartialStore()
+    flush_every_poll = RunnerOptions(
+        flush_interval=0.0, poll_interval=0.0, idle_poll_interval=0.01, report_interval=3600
+    )
+    runner = EmbeddedRunner(
+        kinesis,
+        store,
+        MemoryDeadLetters(),
+        [PAGE_VIEWS],
+        "stream",  # type: ignore[arg-type]
+        flush_every_poll,
+    )
+    runner.run(until_idle=0.1)
+    progress = {p.shard_id: p for p in store.read_progress("page-views")}
+    assert progress["s0"].ended and progress["s1"].checkpoint == Position(2)
+    [window] = query_windows(store, PAGE_VIEWS)
+    assert window.values["views"] == 3
+    assert not window.final  # the child is open and its watermark is below the end
+
+
+def test_an_empty_closed_shard_ends_too() -> None:
+    kinesis = FakeKinesis(closed={"s0"}, parents={"s1": "s0"}, shards={"s0": []})
+    kinesis.put("s1", view(2_000))
+    store = MemoryPartialStore()
+    runner_for(kinesis, store, MemoryDeadLetters()).run(until_idle=0.1)
+    progress = {p.shard_id: p for p in store.read_progress("page-views")}
+    assert progress["s0"].ended and progress["s0"].checkpoint is None
+    assert progress["s1"].checkpoint == Position(1)
+
+
+def test_children_are_registered_before_the_parent_is_marked_ended() -> None:
+    kinesis = FakeKinesis(closed={"s0"}, parents={"s1": "s0"})
+    kinesis.put("s0", view(1_000))
+    kinesis.put("s1", view(2_000))
+    store = MemoryPartialStore()
+    seen_when_parent_ended: list[set[str]] = []
+    original = store.write_progress
+
+    def watch(pipeline: str, stream: str, progress: ShardProgress) -> None:
+        if progress.shard_id == "s0" and progress.ended:
+            seen_when_parent_ended.append({p.shard_id for p in store.read_progress(pipeline)})
+        original(pipeline, stream, progress)
+
+    store.write_progress = watch  # type: ignore[method-assign]
+    runner_for(kinesis, store, MemoryDeadLetters()).run(until_idle=0.1)
+    assert seen_when_parent_ended == [{"s0", "s1"}]
+
+
+def test_a_flush_retried_after_a_failure_does_not_send_dead_letters_again() -> None:
+    kinesis = FakeKinesis()
+    kinesis.put("s0", b"{broken", view(1_000))
+    store, dead = MemoryPartialStore(), MemoryDeadLetters()
+    original = store.write_rows
+    failures = [client_error("ProvisionedThroughputExceededException", "PutItem")]
+
+    def flaky(rows: object) -> None:
+        if failures:
+            raise failures.pop()
+        original(rows)  # type: ignore[arg-type]
+
+    store.write_rows = flaky  # type: ignore[method-assign]
+    runner_for(kinesis, store, dead).run(until_idle=0.05)
+    assert not failures and len(dead.letters) == 1
+    progress = store.read_progress("page-views")[0]
+    assert progress.dead_letters_through == Position(2)

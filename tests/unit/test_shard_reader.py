@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from processors.windowing.records import Position
 from streams.aws_errors import ResourceMissing
@@ -86,3 +87,19 @@ def test_a_closed_shard_ends_after_its_last_record() -> None:
     result = reader.read()
     assert result.ended and [r.data for r in result.records] == [b"a"]
     assert reader.read().ended and kinesis.reads == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReadTimeoutError(endpoint_url="http://kinesis"),
+        EndpointConnectionError(endpoint_url="http://kinesis"),
+        ConnectTimeoutError(endpoint_url="http://kinesis"),
+    ],
+)
+def test_network_errors_ask_for_backoff(error: Exception) -> None:
+    kinesis = FakeKinesis(faults=[error])
+    kinesis.put("s0", b"a")
+    reader = ShardReader(kinesis, "stream", "s0", None)  # type: ignore[arg-type]
+    assert reader.read().throttled
+    assert [r.data for r in reader.read().records] == [b"a"]
