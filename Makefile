@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test lint typecheck unit bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ test: lint typecheck
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

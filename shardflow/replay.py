@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 from processors.pipeline import Pipeline
 from processors.sinks.memory import MemoryPartialStore
 from processors.windowing.engine import ShardEngine, ShardProgress
-from processors.windowing.records import Position, Record
+from processors.windowing.records import Record, make_record
 from processors.windowing.results import WindowResult, merge_rows
 
 REPLAY_SHARD = "replay"
@@ -51,7 +51,7 @@ def replay_file(pipeline: Pipeline[Any], stream: BinaryIO) -> ReplayOutcome:
         if not line.strip():
             continue
         lines += 1
-        chunk.append(Record(REPLAY_SHARD, Position(number), "", line))
+        chunk.append(make_record(REPLAY_SHARD, number, 0, "", line))
         if len(chunk) >= _CHUNK:
             engine.process(chunk, lambda keys: [])
             chunk = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processors.windowing.records import Position, Record
+from processors.windowing.records import Position, Record, make_record
 from streams.aws_errors import ResourceMissing, error_code, is_retryable
 
 if TYPE_CHECKING:
@@ -95,13 +95,15 @@ class ShardReader:
                 log.warning("shard %s: %s, backing off", self.shard_id, code or exc)
                 return ReadResult(throttled=True)
             raise
+        shard_id = self.shard_id
         records = [
-            Record(
-                shard_id=self.shard_id,
-                position=Position.parse(raw["SequenceNumber"]),
-                partition_key=raw["PartitionKey"],
-                data=raw["Data"],
-                arrival_ms=_arrival_ms(raw),  # type: ignore[arg-type]
+            make_record(
+                shard_id,
+                int(raw["SequenceNumber"]),
+                0,
+                raw["PartitionKey"],
+                raw["Data"],
+                _arrival_ms(raw),  # type: ignore[arg-type]
             )
             for raw in response.get("Records", [])
         ]

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from processors.pipeline import AggregateSpec, Pipeline
 from processors.windowing.aggregators import Count, Max, Min, Sum
 from processors.windowing.windows import TumblingWindows
 from schemas.page_views import PageView, decode_page_view
 
-
-def _page(event: PageView) -> str:
-    return event.page
-
-
-def _ts(event: PageView) -> int:
-    return event.ts_ms
-
-
-def _value(event: PageView) -> float | None:
-    return event.value
-
-
-def _latency(event: PageView) -> float | None:
-    return event.latency_ms
-
+# attrgetter is a C-level callable: the engine calls these once per event and aggregate.
+_page = attrgetter("page")
+_ts = attrgetter("ts_ms")
+_value = attrgetter("value")
+_latency = attrgetter("latency_ms")
 
 PAGE_VIEWS: Pipeline[PageView] = Pipeline(
     name="page-views",

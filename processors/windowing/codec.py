@@ -11,26 +11,40 @@ from processors.pipeline import AggregateSpec
 
 FORMAT_VERSION = 1
 
+_dumps = orjson.dumps
+
 
 class IncompatibleState(ValueError):
     """Stored states that this pipeline definition cannot read."""
 
 
+class StateCodec:
+    """Encodes one pipeline's states; built once per engine, since every flush encodes
+    every dirty row."""
+
+    def __init__(self, specs: Sequence[AggregateSpec[Any]]) -> None:
+        self._specs = tuple(specs)
+        self._parts = tuple(
+            (spec.name, spec.aggregator.kind, spec.aggregator.version, spec.aggregator.to_stored)
+            for spec in specs
+        )
+
+    def encode(self, states: Sequence[Any]) -> bytes:
+        """Serialize ``states`` (one per spec, in order)."""
+        if len(states) != len(self._parts):
+            raise ValueError(f"{len(states)} states for {len(self._parts)} aggregates")
+        aggregates = {}
+        for (name, kind, version, to_stored), state in zip(self._parts, states):  # noqa: B905
+            aggregates[name] = (kind, version, to_stored(state))
+        return _dumps({"format": FORMAT_VERSION, "aggregates": aggregates})
+
+    def decode(self, blob: bytes) -> list[Any]:
+        return decode_states(self._specs, blob)
+
+
 def encode_states(specs: Sequence[AggregateSpec[Any]], states: Sequence[Any]) -> bytes:
     """Serialize ``states`` (one per spec, in order)."""
-    return orjson.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "aggregates": {
-                spec.name: [
-                    spec.aggregator.kind,
-                    spec.aggregator.version,
-                    spec.aggregator.to_stored(state),
-                ]
-                for spec, state in zip(specs, states, strict=True)
-            },
-        }
-    )
+    return StateCodec(specs).encode(states)
 
 
 def decode_states(specs: Sequence[AggregateSpec[Any]], blob: bytes) -> list[Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors.pipeline import Pipeline
-from processors.windowing.codec import IncompatibleState, decode_states, encode_states
+from processors.windowing.codec import IncompatibleState, StateCodec
 from processors.windowing.records import Position, Record
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
 from processors.windowing.windows import Window
@@ -37,6 +37,7 @@ REASON_LATE = "late"
 MAX_KEY_BYTES = 1024
 """Longer keys are invalid: a DynamoDB partition key holds at most 2048 bytes, and a key
 that can never be stored would stop its shard."""
+_KEY_CHARS_SURELY_FINE = MAX_KEY_BYTES // 4  # UTF-8 needs at most 4 bytes a character
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,6 @@ class FlushPlan:
         return not (self.dead_letters or self.intent or self.rows or self.progress)
 
 
-# A prepared record: (record, event, event time, key, windows, error); error None when valid.
-_Prepared = tuple[Record, Any, int, str, tuple[Window, ...], str | None]
-
 RowLoader = Callable[[Sequence[RowKey]], Iterable[StoredRow]]
 
 
@@ -116,6 +114,11 @@ class ShardEngine:
         self._sent_through = progress.dead_letters_through
         self._specs = pipeline.aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
+        self._updaters = tuple(
+            (index, spec.aggregator.add, spec.value) for index, spec in enumerate(self._specs)
+        )
+        self._max_window_ms = pipeline.windows.size_ms
+        self._codec = StateCodec(self._specs)
 
     # -- state ----------------------------------------------------------------------
 
@@ -154,57 +157,46 @@ class ShardEngine:
     # -- processing -----------------------------------------------------------------
 
     def process(self, records: Sequence[Record], load: RowLoader) -> None:
-        """Prepare, load what storage may hold, and apply ``records`` (in shard order)."""
-        batch = self.prepare(records)
-        wanted = self.rows_to_load(batch)
-        if wanted:
-            self.restore_rows(wanted, load(wanted))
-        self.apply(batch)
+        """Load what storage may hold for ``records``, then apply them (in shard order).
 
-    def prepare(self, records: Sequence[Record]) -> list[_Prepared]:
-        """Decode records and assign windows; pure, does not change the engine.
-
-        Records at or before the last one applied are skipped: a reader may deliver them
-        again (after a checkpoint inside a KPL aggregate, or a renewed iterator).
+        Loading matters only after a restart, until the watermark passes the horizon;
+        otherwise this is a single pass.
         """
+        horizon = self._load_horizon
+        if horizon is not None and self._max_ts is not None:
+            watermark = self._max_ts - self.pipeline.allowed_lateness_ms
+            if watermark >= horizon + self._max_window_ms:
+                # Every window starting at or before the horizon is closed: no record
+                # can touch a stored row any more.
+                self._load_horizon = horizon = None
+        if horizon is not None:
+            wanted = self.rows_to_load(records)
+            if wanted:
+                self.restore_rows(wanted, load(wanted))
+        self.apply(records)
+
+    def rows_to_load(self, records: Sequence[Record]) -> list[RowKey]:
+        """Rows ``records`` touch that are not in memory but may be in storage: those whose
+        window starts at or before the durable horizon. Does not change the engine."""
+        horizon = self._load_horizon
+        if horizon is None:
+            return []
         pipeline = self.pipeline
-        decode, key_of, time_of = pipeline.decode, pipeline.key, pipeline.event_time
-        assign = pipeline.windows.assign
-        max_future = pipeline.max_future_ms
         done = self._position
-        prepared: list[_Prepared] = []
+        wanted: dict[RowKey, None] = {}
         for record in records:
             if done is not None and record.position <= done:
                 continue
             try:
-                event = decode(record.data)
-                ts = time_of(event)
-                key = key_of(event)
-                if len(key) * 4 > MAX_KEY_BYTES and len(key.encode()) > MAX_KEY_BYTES:
-                    raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
-                arrival = record.arrival_ms
-                if max_future is not None and arrival is not None and ts > arrival + max_future:
-                    raise InvalidEvent(
-                        f"event time {ts} is {ts - arrival} ms after the record arrived "
-                        f"(at most {max_future} ms allowed): a producer clock is wrong"
-                    )
-                prepared.append((record, event, ts, key, assign(ts), None))
-            except InvalidEvent as exc:
-                prepared.append((record, None, 0, "", (), str(exc)))
-        return prepared
-
-    def rows_to_load(self, batch: Sequence[_Prepared]) -> list[RowKey]:
-        """Rows the batch touches that are not in memory but may be in storage."""
-        horizon = self._load_horizon
-        if horizon is None:
-            return []
-        wanted: dict[RowKey, None] = {}
-        for _, _, _, key, windows, error in batch:
-            if error is None:
-                for window in windows:
-                    row_key = (key, window.start_ms)
-                    if window.start_ms <= horizon and row_key not in self._rows:
-                        wanted[row_key] = None
+                event = pipeline.decode(record.data)
+                ts = pipeline.event_time(event)
+                key = pipeline.key(event)
+            except InvalidEvent:
+                continue
+            for window in pipeline.windows.assign(ts):
+                row_key = (key, window.start_ms)
+                if window.start_ms <= horizon and row_key not in self._rows:
+                    wanted[row_key] = None
         return list(wanted)
 
     def restore_rows(self, requested: Iterable[RowKey], stored: Iterable[StoredRow]) -> None:
@@ -228,48 +220,81 @@ class ShardEngine:
                         f"{self.pipeline.windows.describe()} windows: give the changed pipeline "
                         "a new name"
                     )
-                states = decode_states(self._specs, row.state)
+                states = self._codec.decode(row.state)
                 self._rows[row_key] = PartialRow(row.key, row.window, states, row.high_water)
 
-    def apply(self, batch: Sequence[_Prepared]) -> None:
-        """Apply prepared records in order: aggregate, or dead-letter as invalid or late."""
+    def apply(self, records: Iterable[Record]) -> None:
+        """Decode and apply records in shard order: aggregate, or dead-letter as invalid
+        or late. Records at or before the last one applied are skipped: a reader may
+        deliver them again (after a checkpoint inside a KPL aggregate, or a renewed
+        iterator)."""
+        pipeline = self.pipeline
+        decode, key_of, time_of = pipeline.decode, pipeline.key, pipeline.event_time
+        assign = pipeline.windows.assign
+        max_future = pipeline.max_future_ms
         rows = self._rows
-        specs = self._specs
-        lateness = self.pipeline.allowed_lateness_ms
+        updaters = self._updaters
+        initial = self._initial
+        lateness = pipeline.allowed_lateness_ms
         sent_through = self._durable.dead_letters_through
         max_ts = self._max_ts
-        for record, event, ts, key, windows, error in batch:
-            position = record.position
-            self._position = position
-            if error is not None:
-                if sent_through is None or position > sent_through:
-                    self._pending.append(
-                        DeadLetter(REASON_INVALID, error, self.pipeline.name, record)
-                    )
-                continue
-            watermark = None if max_ts is None else max_ts - lateness
-            for window in windows:
-                if watermark is not None and window.end_ms <= watermark:
-                    if sent_through is None or position > sent_through:
-                        self._pending.append(self._late(record, ts, window, watermark))
+        watermark = None if max_ts is None else max_ts - lateness
+        done = position = self._position
+        try:
+            for record in records:
+                if done is not None and record.position <= done:
                     continue
-                row_key = (key, window.start_ms)
-                row = rows.get(row_key)
-                if row is None:
-                    row = PartialRow(key, window, list(self._initial))
-                    rows[row_key] = row
-                elif row.high_water is not None and position <= row.high_water:
-                    continue  # already included in the stored row: a replay
-                states = row.states
-                for index, spec in enumerate(specs):
-                    value = event if spec.value is None else spec.value(event)
-                    if value is not None:
-                        states[index] = spec.aggregator.add(states[index], value)
-                row.high_water = position
-                row.dirty = True
-            if max_ts is None or ts > max_ts:
-                max_ts = ts
-        self._max_ts = max_ts
+                position = record.position
+                try:
+                    event = decode(record.data)
+                    ts = time_of(event)
+                    key = key_of(event)
+                    arrival = record.arrival_ms
+                    if len(key) > _KEY_CHARS_SURELY_FINE or (
+                        max_future is not None and arrival is not None and ts > arrival + max_future
+                    ):
+                        self._guard(key, ts, arrival)
+                except InvalidEvent as exc:
+                    if sent_through is None or position > sent_through:
+                        self._pending.append(
+                            DeadLetter(REASON_INVALID, str(exc), pipeline.name, record)
+                        )
+                    continue
+                for window in assign(ts):
+                    if watermark is not None and window.end_ms <= watermark:
+                        if sent_through is None or position > sent_through:
+                            self._pending.append(self._late(record, ts, window, watermark))
+                        continue
+                    row_key = (key, window.start_ms)
+                    row = rows.get(row_key)
+                    if row is None:
+                        row = rows[row_key] = PartialRow(key, window, initial.copy())
+                    elif row.high_water is not None and position <= row.high_water:
+                        continue  # already included in the stored row: a replay
+                    states = row.states
+                    for index, add, value_of in updaters:
+                        value = event if value_of is None else value_of(event)
+                        if value is not None:
+                            states[index] = add(states[index], value)
+                    row.high_water = position
+                    row.dirty = True
+                if max_ts is None or ts > max_ts:
+                    max_ts = ts
+                    watermark = ts - lateness
+        finally:
+            self._position = position
+            self._max_ts = max_ts
+
+    def _guard(self, key: str, ts: int, arrival: int | None) -> None:
+        """The checks every pipeline gets; raises :class:`InvalidEvent`."""
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
+        max_future = self.pipeline.max_future_ms
+        if max_future is not None and arrival is not None and ts > arrival + max_future:
+            raise InvalidEvent(
+                f"event time {ts} is {ts - arrival} ms after the record arrived "
+                f"(at most {max_future} ms allowed): a producer clock is wrong"
+            )
 
     def _late(self, record: Record, ts: int, window: Window, watermark: int) -> DeadLetter:
         return DeadLetter(
@@ -295,6 +320,7 @@ class ShardEngine:
         intent = None
         if horizon != durable.horizon or sent_through != durable.dead_letters_through:
             intent = Intent(self.shard_id, horizon, sent_through)
+        encode = self._codec.encode
         rows = [
             StoredRow(
                 self.pipeline.name,
@@ -302,7 +328,7 @@ class ShardEngine:
                 row.window,
                 self.shard_id,
                 row.high_water,
-                encode_states(self._specs, row.states),
+                encode(row.states),
             )
             for row in self._rows.values()
             if row.dirty and row.high_water is not None

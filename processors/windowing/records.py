@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
+
+_new = tuple.__new__  # builds NamedTuples without their Python-level __new__
 
 _SEQ_DIGITS = 64
 _SUB_DIGITS = 10
@@ -21,7 +22,7 @@ class Position(NamedTuple):
 
     @classmethod
     def parse(cls, sequence_number: str, sub_sequence_number: int = 0) -> Position:
-        return cls(int(sequence_number), sub_sequence_number)
+        return _new(cls, (int(sequence_number), sub_sequence_number))
 
     @property
     def sequence_number(self) -> str:
@@ -37,12 +38,26 @@ class Position(NamedTuple):
         return cls(int(sequence), int(sub or 0))
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kinesis record, with where it came from."""
+class Record(NamedTuple):
+    """One Kinesis record, with where it came from. (A tuple: records are made by the
+    million, and a tuple is several times cheaper to build than a frozen dataclass.)"""
 
     shard_id: str
     position: Position
     partition_key: str
     data: bytes
     arrival_ms: int | None = None
+
+
+def make_record(
+    shard_id: str,
+    sequence: int,
+    sub: int,
+    partition_key: str,
+    data: bytes,
+    arrival_ms: int | None = None,
+) -> Record:
+    """A :class:`Record`, built the fast way (readers make them by the million)."""
+    return _new(
+        Record, (shard_id, _new(Position, (sequence, sub)), partition_key, data, arrival_ms)
+    )

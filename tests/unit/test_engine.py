@@ -357,7 +357,7 @@ def test_a_restart_continues_rows_from_storage() -> None:
     del first  # the process stops; memory is gone
 
     second = new_engine(store)
-    batch = second.prepare(records(page_view(3_000, value=4), first=3))
+    batch = records(page_view(3_000, value=4), first=3)
     assert second.rows_to_load(batch) == [("/home", T0)]
     second.process(records(page_view(3_000, value=4), first=3), loader(store))
     flush(second, store, letters)
@@ -405,9 +405,7 @@ def test_only_rows_up_to_the_horizon_are_loaded() -> None:
     """The horizon bounds the window starts storage may hold for this shard."""
     progress = ShardProgress(SHARD, Position(BASE_SEQUENCE), T0, horizon=T0 + MINUTE)
     engine = ShardEngine(PIPELINE, progress)
-    batch = engine.prepare(
-        records(page_view(1_000, "/a"), page_view(61_000, "/a"), page_view(121_000, "/a"))
-    )
+    batch = records(page_view(1_000, "/a"), page_view(61_000, "/a"), page_view(121_000, "/a"))
     assert engine.rows_to_load(batch) == [("/a", T0), ("/a", T0 + MINUTE)]
     engine.restore_rows(engine.rows_to_load(batch), [])  # storage holds neither
     assert engine.rows_to_load(batch) == []  # in memory now

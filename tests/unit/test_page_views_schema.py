@@ -11,8 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import InvalidEvent, PageView, decode_page_view
+from schemas.page_views import _validated
 
 T0 = 1_795_773_600_000  # 2026-11-27T10:00:00Z
 MINIMAL = {"event_id": "e1", "ts": T0, "page": "/home"}
@@ -120,3 +123,69 @@ def test_only_invalid_event_escapes() -> None:
     for data in [b"\x00", b"{}", b'{"ts": {}}', b"[]" * 3, b'{"event_id": "e", "ts": []}']:
         with pytest.raises(InvalidEvent):
             decode_page_view(data)
+
+
+_json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.sampled_from(["2026-11-27T10:00:00Z", "2026-11-27T10:00:00", "2026-11-27T10:00:00+02:00"]),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=2),
+)
+_events = st.dictionaries(
+    st.sampled_from(["event_id", "ts", "page", "user_id", "latency_ms", "value", "extra"]),
+    _json_values,
+)
+
+
+@given(_events)
+@settings(max_examples=400)
+def test_the_fast_path_accepts_exactly_what_the_full_rules_accept(event: dict[str, object]) -> None:
+    """decode_page_view checks the common case in one expression; every answer must be the
+    one the rule-by-rule validation gives."""
+    data = orjson.dumps(event)
+    try:
+        expected: PageView | str = _validated(orjson.loads(data))
+    except InvalidEvent:
+        expected = "invalid"
+    try:
+        got: PageView | str = decode_page_view(data)
+    except InvalidEvent:
+        got = "invalid"
+    assert got == expected
+
+
+_nearly_valid = st.fixed_dictionaries(
+    {
+        "event_id": st.one_of(st.text(max_size=5), st.integers(0, 3)),
+        "ts": st.one_of(
+            st.integers(-5, 10_000_000_000_005), st.booleans(), st.floats(0, 1e13), _json_values
+        ),
+        "page": st.one_of(st.text(max_size=5), st.none()),
+    },
+    optional={
+        "user_id": st.one_of(st.text(max_size=5), st.none(), st.integers(0, 3)),
+        "latency_ms": st.one_of(
+            st.floats(-10, 1e6),
+            st.integers(-3, 10**6),
+            st.none(),
+            st.booleans(),
+            st.text(max_size=3),
+        ),
+        "value": st.one_of(
+            st.floats(-1e6, 1e6),
+            st.integers(-(10**6), 10**6),
+            st.none(),
+            st.booleans(),
+            st.text(max_size=3),
+        ),
+    },
+)
+
+
+@given(_nearly_valid)
+@settings(max_examples=600)
+def test_the_fast_path_agrees_on_nearly_valid_events(event: dict[str, object]) -> None:
+    test_the_fast_path_accepts_exactly_what_the_full_rules_accept.hypothesis.inner_test(event)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): figures quoted in the README come from here."""

@@ -1,0 +1,99 @@
+"""``make bench``: the windowing core against the plain loop, side by side in one process.
+
+Both consume the same in-memory lines; the core runs the page-views pipeline through
+:class:`ShardEngine` exactly as the runner does (records in batches of 10,000, a flush after
+each batch into the in-memory store), and the two results are checked equal first.
+
+    python -m benchmarks.core [--events N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from benchmarks.dataset import page_view_lines
+from benchmarks.plain_loop import aggregate
+from processors.pipelines.page_views import PAGE_VIEWS
+from processors.query import query_windows
+from processors.sinks.memory import MemoryPartialStore
+from processors.windowing.engine import ShardEngine, ShardProgress
+from processors.windowing.records import make_record
+from shardflow.cli import tune_garbage_collector
+
+BATCH = 10_000
+
+
+def run_core(lines: Sequence[bytes]) -> MemoryPartialStore:
+    store = MemoryPartialStore()
+    engine = ShardEngine(PAGE_VIEWS, ShardProgress("shard-0"))
+    for offset in range(0, len(lines), BATCH):
+        records = [
+            make_record("shard-0", offset + index + 1, 0, "", line)
+            for index, line in enumerate(lines[offset : offset + BATCH])
+        ]
+        engine.process(records, lambda keys: [])
+        plan = engine.plan_flush()
+        store.write_rows(plan.rows)
+        if plan.progress is not None:
+            store.write_progress(PAGE_VIEWS.name, "bench", plan.progress)
+        engine.confirm_flush(plan)
+    return store
+
+
+def check_equal(lines: Sequence[bytes]) -> None:
+    expected, _, _ = aggregate(lines)
+    store = run_core(lines)
+    results = query_windows(store, PAGE_VIEWS)
+    got = {(r.key, r.window.start_ms): r.values for r in results}
+    assert len(got) == len(expected), (len(got), len(expected))
+    for slot, (views, revenue, low, high) in expected.items():
+        values = got[slot]
+        assert values["views"] == views and values["latency_min"] == low, slot
+        assert values["latency_max"] == high and abs(values["revenue"] - revenue) < 1e-6, slot
+
+
+def timed(work: Callable[[], object]) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.core", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    tune_garbage_collector()  # the setting the shardflow command runs under
+
+    lines = page_view_lines(args.events)
+    size = sum(map(len, lines)) / len(lines)
+    print(f"{len(lines):,} page views, {size:.0f} bytes each on average")
+    check_equal(lines[: min(len(lines), 100_000)])
+    print("core and plain loop agree on the first 100,000 events")
+
+    ratios, plain_rates, core_rates = [], [], []
+    for round_ in range(1, args.rounds + 1):
+        plain = timed(lambda: aggregate(lines))
+        core = timed(lambda: run_core(lines))
+        plain_rates.append(len(lines) / plain)
+        core_rates.append(len(lines) / core)
+        ratios.append(plain / core)
+        print(
+            f"round {round_}: plain loop {len(lines) / plain:>10,.0f} events/s   "
+            f"core {len(lines) / core:>10,.0f} events/s   core/plain {plain / core:.2f}"
+        )
+    print(
+        f"median: plain loop {statistics.median(plain_rates):,.0f} events/s, "
+        f"core {statistics.median(core_rates):,.0f} events/s, "
+        f"core/plain {statistics.median(ratios):.2f} (goal: 0.5 or better)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
