@@ -70,6 +70,7 @@ class Count(_Plain[int]):
 
     kind = "count"
     version = 1
+    inline_add = "{S} += 1"
 
     def initial(self) -> int:
         return 0
@@ -92,6 +93,7 @@ class Sum(_Plain[float]):
 
     kind = "sum"
     version = 1
+    inline_add = "{S} += {V}"
 
     def initial(self) -> float:
         return 0
@@ -111,6 +113,7 @@ class Min(_Plain["float | None"]):
 
     kind = "min"
     version = 1
+    inline_add = "if {S} is None or {V} < {S}:\n    {S} = {V}"
 
     def initial(self) -> float | None:
         return None
@@ -134,6 +137,7 @@ class Max(_Plain["float | None"]):
 
     kind = "max"
     version = 1
+    inline_add = "if {S} is None or {V} > {S}:\n    {S} = {V}"
 
     def initial(self) -> float | None:
         return None

@@ -22,6 +22,7 @@ from typing import Any
 
 from processors.pipeline import Pipeline
 from processors.windowing.codec import IncompatibleState, StateCodec
+from processors.windowing.fold import compile_fold
 from processors.windowing.records import Position, Record
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
 from processors.windowing.windows import Window
@@ -114,9 +115,7 @@ class ShardEngine:
         self._sent_through = progress.dead_letters_through
         self._specs = pipeline.aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
-        self._updaters = tuple(
-            (index, spec.aggregator.add, spec.value) for index, spec in enumerate(self._specs)
-        )
+        self._fold = compile_fold(self._specs)
         self._max_window_ms = pipeline.windows.size_ms
         self._codec = StateCodec(self._specs)
 
@@ -233,7 +232,7 @@ class ShardEngine:
         assign = pipeline.windows.assign
         max_future = pipeline.max_future_ms
         rows = self._rows
-        updaters = self._updaters
+        fold = self._fold
         initial = self._initial
         lateness = pipeline.allowed_lateness_ms
         sent_through = self._durable.dead_letters_through
@@ -271,11 +270,7 @@ class ShardEngine:
                         row = rows[row_key] = PartialRow(key, window, initial.copy())
                     elif row.high_water is not None and position <= row.high_water:
                         continue  # already included in the stored row: a replay
-                    states = row.states
-                    for index, add, value_of in updaters:
-                        value = event if value_of is None else value_of(event)
-                        if value is not None:
-                            states[index] = add(states[index], value)
+                    fold(row.states, event)
                     row.high_water = position
                     row.dirty = True
                 if max_ts is None or ts > max_ts:
