@@ -220,9 +220,11 @@ class ShardEngine:
                         "a new name"
                     )
                 states = self._codec.decode(row.state)
-                self._rows[row_key] = PartialRow(row.key, row.window, states, row.high_water)
+                self._rows[row_key] = PartialRow(
+                    row.key, row.window, states, row.high_water, stored_through=row.high_water
+                )
 
-    def apply(self, records: Iterable[Record]) -> None:
+    def apply(self, records: Sequence[Record]) -> None:
         """Decode and apply records in shard order: aggregate, or dead-letter as invalid
         or late. Records at or before the last one applied are skipped: a reader may
         deliver them again (after a checkpoint inside a KPL aggregate, or a renewed
@@ -239,6 +241,8 @@ class ShardEngine:
         max_ts = self._max_ts
         watermark = None if max_ts is None else max_ts - lateness
         done = position = self._position
+        if done is not None and records and records[0].position > done:
+            done = None  # positions rise within a batch: nothing in it was applied before
         try:
             for record in records:
                 if done is not None and record.position <= done:
@@ -268,7 +272,7 @@ class ShardEngine:
                     row = rows.get(row_key)
                     if row is None:
                         row = rows[row_key] = PartialRow(key, window, initial.copy())
-                    elif row.high_water is not None and position <= row.high_water:
+                    elif row.stored_through is not None and position <= row.stored_through:
                         continue  # already included in the stored row: a replay
                     fold(row.states, event)
                     row.high_water = position

@@ -22,6 +22,8 @@ class PartialRow:
     states: list[Any]
     high_water: Position | None = None
     dirty: bool = False
+    stored_through: Position | None = None
+    """For a row restored from storage: the records it held then, which a replay skips."""
 
 
 @dataclass(frozen=True, slots=True)
