@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from processors.windowing.aggregators import Aggregator
-from processors.windowing.windows import TumblingWindows
+from processors.windowing.windows import Windows
 
 E = TypeVar("E")
 
@@ -38,7 +38,7 @@ class Pipeline(Generic[E]):
     decode: Callable[[bytes], E]
     key: Callable[[E], str]
     event_time: Callable[[E], int]
-    windows: TumblingWindows
+    windows: Windows
     allowed_lateness_ms: int
     aggregates: tuple[AggregateSpec[E], ...]
     max_future_ms: int | None = 3_600_000

@@ -16,9 +16,14 @@ MAX_ERROR_CHARS = 2_000
 
 
 def dead_letter_id(letter: DeadLetter) -> str:
-    """Stable identity of a dead letter: shard, sequence number and sub-sequence number."""
+    """Stable identity of a dead letter: shard, sequence number and sub-sequence number,
+    and for a late one the start of the window it missed (with hopping windows one event
+    can be late for several windows, and on time for others)."""
     position = letter.record.position
-    return f"{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
+    ident = f"{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
+    if letter.window is not None:
+        ident += f":{letter.window.start_ms}"
+    return ident
 
 
 def _bounded(error: str) -> str:

@@ -201,7 +201,7 @@ class ShardEngine:
     def restore_rows(self, requested: Iterable[RowKey], stored: Iterable[StoredRow]) -> None:
         """Continue from stored rows; requested rows storage does not hold start empty."""
         found = {row.row_key: row for row in stored}
-        size = self.pipeline.windows.size_ms
+        windows = self.pipeline.windows
         for row_key in requested:
             if row_key in self._rows:
                 continue
@@ -209,10 +209,10 @@ class ShardEngine:
             if row is None:
                 key, start = row_key
                 self._rows[row_key] = PartialRow(
-                    key, Window(start, start + size), list(self._initial)
+                    key, windows.window_starting(start), list(self._initial)
                 )
             else:
-                if row.window.end_ms - row.window.start_ms != size:
+                if row.window != windows.window_starting(row.window.start_ms):
                     raise IncompatibleState(
                         f"stored row {row.key!r} has window [{row.window.start_ms}, "
                         f"{row.window.end_ms}), but {self.pipeline.name} now uses "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 class Window(NamedTuple):
@@ -14,6 +14,23 @@ class Window(NamedTuple):
 
 
 _CACHE_LIMIT = 4_096
+
+
+class Windows(Protocol):
+    """How a pipeline cuts event time into windows. ``size_ms`` is the longest window."""
+
+    @property
+    def size_ms(self) -> int: ...
+
+    def assign(self, ts_ms: int) -> tuple[Window, ...]:
+        """The windows an event at ``ts_ms`` belongs to, earliest first."""
+        ...
+
+    def window_starting(self, start_ms: int) -> Window:
+        """The window that starts at ``start_ms`` (to rebuild a row from its key)."""
+        ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,5 +57,52 @@ class TumblingWindows:
             windows = self._assigned[start] = (Window(start, start + self.size_ms),)
         return windows
 
+    def window_starting(self, start_ms: int) -> Window:
+        return Window(start_ms, start_ms + self.size_ms)
+
     def describe(self) -> str:
         return f"tumbling {self.size_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class HoppingWindows:
+    """Windows of ``size_ms`` that start every ``step_ms`` (aligned to the epoch), so each
+    event belongs to ``size_ms / step_ms`` of them; the size must be a whole multiple of
+    the step. Windows that would start before the epoch are not produced."""
+
+    size_ms: int
+    step_ms: int
+    _assigned: dict[int, tuple[Window, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0 or self.step_ms <= 0:
+            raise ValueError(
+                f"window size and step must be positive, got {self.size_ms} and {self.step_ms} ms"
+            )
+        if self.size_ms % self.step_ms:
+            raise ValueError(
+                f"the window size ({self.size_ms} ms) must be a whole multiple of the step "
+                f"({self.step_ms} ms)"
+            )
+
+    def assign(self, ts_ms: int) -> tuple[Window, ...]:
+        last = ts_ms - ts_ms % self.step_ms
+        windows = self._assigned.get(last)
+        if windows is None:
+            if len(self._assigned) >= _CACHE_LIMIT:
+                self._assigned.clear()
+            first = max(0, last - self.size_ms + self.step_ms)
+            windows = tuple(
+                Window(start, start + self.size_ms)
+                for start in range(first, last + 1, self.step_ms)
+            )
+            self._assigned[last] = windows
+        return windows
+
+    def window_starting(self, start_ms: int) -> Window:
+        return Window(start_ms, start_ms + self.size_ms)
+
+    def describe(self) -> str:
+        return f"hopping {self.size_ms} ms every {self.step_ms} ms"
