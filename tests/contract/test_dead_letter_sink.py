@@ -65,7 +65,9 @@ def test_sqs_sink_delivers_every_letter(emulator: Emulator) -> None:
     sink.send(sent)
     bodies = drain_queue(aws.clients.sqs, aws.queue_url)
     assert sorted(b["dead_letter_id"] for b in bodies) == sorted(
-        f"{letter.record.shard_id}:{letter.record.position.sequence}:0" for letter in sent
+        f"{letter.record.shard_id}:{letter.record.position.sequence}:0"
+        + (f":{letter.window.start_ms}" if letter.window else "")
+        for letter in sent
     )
     big = next(b for b in bodies if b["sequence_number"] == "7")
     assert big["data_truncated"] is True and big["data_size"] == 400_000

@@ -549,7 +549,7 @@ def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]]
             continue
         start = event.ts_ms - event.ts_ms % MINUTE
         if max_ts is not None and start + MINUTE <= max_ts - LATENESS:
-            letters[ident] = REASON_LATE
+            letters[f"{ident}:{start}"] = REASON_LATE  # late letters name the missed window
             continue
         max_ts = event.ts_ms if max_ts is None else max(max_ts, event.ts_ms)
         window = windows.setdefault(
