@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
+
 S = TypeVar("S")
 
 
@@ -154,3 +156,90 @@ class Max(_Plain["float | None"]):
 
     def result(self, state: float | None) -> float | None:
         return state
+
+
+class Mean:
+    """The arithmetic mean of the values, or None when no event had one.
+
+    The state is (sum, count): means of parts do not merge, sums and counts do.
+    """
+
+    kind = "mean"
+    version = 1
+
+    def initial(self) -> tuple[float, int]:
+        return (0, 0)
+
+    def add(self, state: tuple[float, int], value: Any) -> tuple[float, int]:
+        return (state[0] + value, state[1] + 1)
+
+    def merge(self, left: tuple[float, int], right: tuple[float, int]) -> tuple[float, int]:
+        return (left[0] + right[0], left[1] + right[1])
+
+    def result(self, state: tuple[float, int]) -> float | None:
+        total, count = state
+        return total / count if count else None
+
+    def to_stored(self, state: tuple[float, int]) -> Any:
+        return [store_number(state[0]), state[1]]
+
+    def from_stored(self, stored: Any) -> tuple[float, int]:
+        return (load_number(stored[0]), int(stored[1]))
+
+
+def _canonical(value: Any) -> bytes:
+    """A total order for values with equal event times, whatever order they arrive in."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class _ByEventTime:
+    """First or last value by event time. The value given to ``add`` is the pair
+    ``(event time, value)``, e.g. ``AggregateSpec("entry_page", First(), lambda e:
+    (e.ts_ms, e.page))``; the value must be JSON-compatible. Equal event times are broken
+    by the values' canonical JSON, so the result does not depend on arrival order."""
+
+    version = 1
+    _earliest: bool
+
+    def initial(self) -> tuple[int, Any] | None:
+        return None
+
+    def add(self, state: tuple[int, Any] | None, value: Any) -> tuple[int, Any] | None:
+        ts, item = value
+        return self.merge(state, (ts, item))
+
+    def merge(
+        self, left: tuple[int, Any] | None, right: tuple[int, Any] | None
+    ) -> tuple[int, Any] | None:
+        if left is None:
+            return right
+        if right is None:
+            return left
+        if left[0] != right[0]:
+            left_wins = left[0] < right[0]
+        else:
+            left_wins = _canonical(left[1]) <= _canonical(right[1])
+        return left if left_wins == self._earliest else right
+
+    def result(self, state: tuple[int, Any] | None) -> Any:
+        return None if state is None else state[1]
+
+    def to_stored(self, state: tuple[int, Any] | None) -> Any:
+        return None if state is None else [state[0], state[1]]
+
+    def from_stored(self, stored: Any) -> tuple[int, Any] | None:
+        return None if stored is None else (int(stored[0]), stored[1])
+
+
+class First(_ByEventTime):
+    """The value of the earliest event (by event time)."""
+
+    kind = "first"
+    _earliest = True
+
+
+class Last(_ByEventTime):
+    """The value of the latest event (by event time)."""
+
+    kind = "last"
+    _earliest = False
