@@ -13,7 +13,8 @@ from processors.windowing.records import Record, make_record
 from processors.windowing.results import WindowResult, merge_rows
 
 REPLAY_SHARD = "replay"
-_CHUNK = 5_000
+CHUNK = 50_000
+"""Lines applied between flushes: each flush encodes every row the chunk touched."""
 
 
 @dataclass
@@ -29,7 +30,9 @@ class ReplayOutcome:
         )
 
 
-def replay_file(pipeline: Pipeline[Any], stream: BinaryIO) -> ReplayOutcome:
+def replay_file(
+    pipeline: Pipeline[Any], stream: BinaryIO, chunk_lines: int = CHUNK
+) -> ReplayOutcome:
     """The file's lines are one shard, in order; the end of the file ends the shard, so
     every window is final."""
     store = MemoryPartialStore()
@@ -52,7 +55,7 @@ def replay_file(pipeline: Pipeline[Any], stream: BinaryIO) -> ReplayOutcome:
             continue
         lines += 1
         chunk.append(make_record(REPLAY_SHARD, number, 0, "", line))
-        if len(chunk) >= _CHUNK:
+        if len(chunk) >= chunk_lines:
             engine.process(chunk, lambda keys: [])
             chunk = []
             flush(ended=False)

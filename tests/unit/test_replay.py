@@ -89,7 +89,7 @@ def test_replay_a_file_longer_than_one_chunk() -> None:
     count = 12_000
     lines = [line(T0 + 1_000 * i, f"/p{i % 3}", value=1) for i in range(count)]
     lines[7_000] = line(T0, "/p0")  # two hours late by then
-    outcome = replay_file(PAGE_VIEWS, io.BytesIO(b"\n".join(lines)))
+    outcome = replay_file(PAGE_VIEWS, io.BytesIO(b"\n".join(lines)), chunk_lines=5_000)
 
     assert outcome.events == count
     assert outcome.dead_letters == {"late": 1}
