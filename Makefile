@@ -37,6 +37,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.core
 	$(BIN)/python -m benchmarks.replay
+	$(BIN)/python -m benchmarks.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
