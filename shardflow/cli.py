@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,13 +33,23 @@ from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
 from shardflow.wiring import ensure_for, make_runner, make_store
 from streams.aws_errors import ResourceMissing, describe
-from streams.clients import make_clients
 from streams.producer import BatchProducer, ProduceSummary
 from streams.runner import RunnerOptions
+
+if TYPE_CHECKING:
+    from streams.clients import AwsClients
 
 log = logging.getLogger("shardflow")
 
 GC_THRESHOLD = 10_000
+
+
+def make_clients(settings: Settings) -> AwsClients:
+    """AWS clients, with boto3 imported only by the commands that talk to AWS: it takes a
+    third of a second, and ``replay`` and ``--help`` need none of it."""
+    from streams.clients import make_clients as build  # noqa: PLC0415
+
+    return build(settings)
 
 
 def parse_time(text: str) -> int:

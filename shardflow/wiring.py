@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -13,8 +13,10 @@ from processors.sinks.sqs_dead_letters import SqsDeadLetters
 from shardflow.resources import ResourceNames, ResourceReport, ensure_resources
 from shardflow.settings import Settings
 from streams.aws_errors import ResourceMissing, is_not_found
-from streams.clients import AwsClients
 from streams.runner import EmbeddedRunner, RunnerOptions
+
+if TYPE_CHECKING:
+    from streams.clients import AwsClients
 
 
 def resource_names(settings: Settings) -> ResourceNames:
