@@ -16,7 +16,10 @@ S = TypeVar("S")
 
 
 class Aggregator(Protocol[S]):
-    """The contract every aggregator meets. States are immutable values."""
+    """The contract every aggregator meets. States are immutable values, except for
+    aggregators that set ``mutable_state = True`` (sketches): their ``add`` may change the
+    state in place and return it, and the engine gives every row a state of its own.
+    ``merge`` never changes its inputs."""
 
     kind: str
     version: int

@@ -115,6 +115,12 @@ class ShardEngine:
         self._sent_through = progress.dead_letters_through
         self._specs = pipeline.aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
+        # Aggregators whose states change in place (sketches) need a new state per row.
+        self._fresh = [
+            (index, spec.aggregator.initial)
+            for index, spec in enumerate(self._specs)
+            if getattr(spec.aggregator, "mutable_state", False)
+        ]
         self._fold = compile_fold(self._specs)
         self._max_window_ms = pipeline.windows.size_ms
         self._codec = StateCodec(self._specs)
@@ -209,7 +215,7 @@ class ShardEngine:
             if row is None:
                 key, start = row_key
                 self._rows[row_key] = PartialRow(
-                    key, windows.window_starting(start), list(self._initial)
+                    key, windows.window_starting(start), self._new_states()
                 )
             else:
                 if row.window != windows.window_starting(row.window.start_ms):
@@ -235,7 +241,7 @@ class ShardEngine:
         max_future = pipeline.max_future_ms
         rows = self._rows
         fold = self._fold
-        initial = self._initial
+        new_states = self._new_states
         lateness = pipeline.allowed_lateness_ms
         sent_through = self._durable.dead_letters_through
         max_ts = self._max_ts
@@ -271,7 +277,7 @@ class ShardEngine:
                     row_key = (key, window.start_ms)
                     row = rows.get(row_key)
                     if row is None:
-                        row = rows[row_key] = PartialRow(key, window, initial.copy())
+                        row = rows[row_key] = PartialRow(key, window, new_states())
                     elif row.stored_through is not None and position <= row.stored_through:
                         continue  # already included in the stored row: a replay
                     fold(row.states, event)
@@ -283,6 +289,12 @@ class ShardEngine:
         finally:
             self._position = position
             self._max_ts = max_ts
+
+    def _new_states(self) -> list[Any]:
+        states = self._initial.copy()
+        for index, initial in self._fresh:
+            states[index] = initial()
+        return states
 
     def _guard(self, key: str, ts: int, arrival: int | None) -> None:
         """The checks every pipeline gets; raises :class:`InvalidEvent`."""
