@@ -1,7 +1,5 @@
 """``python -m shardflow``: the same as the ``shardflow`` command."""
 
-import sys
+from shardflow.cli import entry
 
-from shardflow.cli import main
-
-sys.exit(main())
+entry()

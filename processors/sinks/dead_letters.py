@@ -16,14 +16,10 @@ MAX_ERROR_CHARS = 2_000
 
 
 def dead_letter_id(letter: DeadLetter) -> str:
-    """Stable identity of a dead letter: shard, sequence number and sub-sequence number,
-    and for a late one the start of the window it missed (with hopping windows one event
-    can be late for several windows, and on time for others)."""
+    """Stable identity of a dead letter: pipeline, shard, sequence number and sub-sequence
+    number (two pipelines may each dead-letter the same record, differently)."""
     position = letter.record.position
-    ident = f"{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
-    if letter.window is not None:
-        ident += f":{letter.window.start_ms}"
-    return ident
+    return f"{letter.pipeline}:{letter.record.shard_id}:{position.sequence_number}:{position.sub}"
 
 
 def _bounded(error: str) -> str:
@@ -53,6 +49,8 @@ def dead_letter_body(letter: DeadLetter, stream: str) -> dict[str, Any]:
     if letter.window is not None:
         body["window_start_ms"] = letter.window.start_ms
         body["window_end_ms"] = letter.window.end_ms
+    if len(letter.missed_windows) > 1:
+        body["missed_windows"] = [[w.start_ms, w.end_ms] for w in letter.missed_windows]
     return body
 
 

@@ -72,6 +72,9 @@ class DeadLetter:
     record: Record
     event_time_ms: int | None = None
     window: Window | None = None
+    """For a late record: the first window it missed."""
+    missed_windows: tuple[Window, ...] = ()
+    """For a late record: every window it missed (hopping windows: it may count in others)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ class ShardEngine:
         self._load_horizon = progress.horizon
         self._rows: dict[RowKey, PartialRow] = {}
         self._pending: list[DeadLetter] = []
+        self._broken = False
         self._sent_through = progress.dead_letters_through
         self._specs = pipeline.aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
@@ -193,9 +197,7 @@ class ShardEngine:
             if done is not None and record.position <= done:
                 continue
             try:
-                event = pipeline.decode(record.data)
-                ts = pipeline.event_time(event)
-                key = pipeline.key(event)
+                _, ts, key = self._decoded(record)
             except InvalidEvent:
                 continue
             for window in pipeline.windows.assign(ts):
@@ -246,9 +248,12 @@ class ShardEngine:
         sent_through = self._durable.dead_letters_through
         max_ts = self._max_ts
         watermark = None if max_ts is None else max_ts - lateness
-        done = position = self._position
+        done = completed = self._position
+        touched = False
+        # Records come in shard order, so positions rise within a batch: if its first
+        # record is new, all of them are.
         if done is not None and records and records[0].position > done:
-            done = None  # positions rise within a batch: nothing in it was applied before
+            done = None
         try:
             for record in records:
                 if done is not None and record.position <= done:
@@ -259,8 +264,14 @@ class ShardEngine:
                     ts = time_of(event)
                     key = key_of(event)
                     arrival = record.arrival_ms
-                    if len(key) > _KEY_CHARS_SURELY_FINE or (
-                        max_future is not None and arrival is not None and ts > arrival + max_future
+                    if (
+                        ts < 0
+                        or len(key) > _KEY_CHARS_SURELY_FINE
+                        or (
+                            max_future is not None
+                            and arrival is not None
+                            and ts > arrival + max_future
+                        )
                     ):
                         self._guard(key, ts, arrival)
                 except InvalidEvent as exc:
@@ -268,11 +279,12 @@ class ShardEngine:
                         self._pending.append(
                             DeadLetter(REASON_INVALID, str(exc), pipeline.name, record)
                         )
+                    completed = position
                     continue
+                missed: list[Window] | None = None
                 for window in assign(ts):
                     if watermark is not None and window.end_ms <= watermark:
-                        if sent_through is None or position > sent_through:
-                            self._pending.append(self._late(record, ts, window, watermark))
+                        missed = [window] if missed is None else [*missed, window]
                         continue
                     row_key = (key, window.start_ms)
                     row = rows.get(row_key)
@@ -280,14 +292,25 @@ class ShardEngine:
                         row = rows[row_key] = PartialRow(key, window, new_states())
                     elif row.stored_through is not None and position <= row.stored_through:
                         continue  # already included in the stored row: a replay
+                    touched = True
                     fold(row.states, event)
                     row.high_water = position
                     row.dirty = True
+                if missed is not None and (sent_through is None or position > sent_through):
+                    self._pending.append(self._late(record, ts, missed, watermark))
                 if max_ts is None or ts > max_ts:
                     max_ts = ts
                     watermark = ts - lateness
+                completed = position
+                touched = False
+        except BaseException:
+            if touched:
+                # Some of the record's windows took it and some did not: the state no
+                # longer matches any position. Only a restart from the checkpoint recovers.
+                self._broken = True
+            raise
         finally:
-            self._position = position
+            self._position = completed
             self._max_ts = max_ts
 
     def _new_states(self) -> list[Any]:
@@ -296,8 +319,27 @@ class ShardEngine:
             states[index] = initial()
         return states
 
+    def _decoded(self, record: Record) -> tuple[Any, int, str]:
+        """(event, event time, key), or :class:`InvalidEvent`: exactly the checks ``apply``
+        makes inline (tests/unit/test_engine_guards.py checks that the two agree)."""
+        pipeline = self.pipeline
+        event = pipeline.decode(record.data)
+        ts = pipeline.event_time(event)
+        key = pipeline.key(event)
+        max_future = pipeline.max_future_ms
+        arrival = record.arrival_ms
+        if (
+            ts < 0
+            or len(key) > _KEY_CHARS_SURELY_FINE
+            or (max_future is not None and arrival is not None and ts > arrival + max_future)
+        ):
+            self._guard(key, ts, arrival)
+        return event, ts, key
+
     def _guard(self, key: str, ts: int, arrival: int | None) -> None:
         """The checks every pipeline gets; raises :class:`InvalidEvent`."""
+        if ts < 0:
+            raise InvalidEvent(f"event time {ts} is before the epoch")
         if len(key.encode()) > MAX_KEY_BYTES:
             raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
         max_future = self.pipeline.max_future_ms
@@ -307,21 +349,31 @@ class ShardEngine:
                 f"(at most {max_future} ms allowed): a producer clock is wrong"
             )
 
-    def _late(self, record: Record, ts: int, window: Window, watermark: int) -> DeadLetter:
+    def _late(
+        self, record: Record, ts: int, missed: list[Window], watermark: int | None
+    ) -> DeadLetter:
+        first = missed[0]
+        more = f" and {len(missed) - 1} later windows" if len(missed) > 1 else ""
         return DeadLetter(
             REASON_LATE,
-            f"event time {ts} is in window [{window.start_ms}, {window.end_ms}), already "
+            f"event time {ts} is in window [{first.start_ms}, {first.end_ms}){more}, already "
             f"closed on shard {self.shard_id} (watermark {watermark})",
             self.pipeline.name,
             record,
             event_time_ms=ts,
-            window=window,
+            window=first,
+            missed_windows=tuple(missed),
         )
 
     # -- flushing -------------------------------------------------------------------
 
     def plan_flush(self, ended: bool = False) -> FlushPlan:
         """What to write, in order, to make everything applied so far durable."""
+        if self._broken:
+            raise RuntimeError(
+                f"shard {self.shard_id}: an error in the middle of a record left the state "
+                "inconsistent; restart from the last checkpoint"
+            )
         durable = self._durable
         dead_letters = list(self._pending)
         horizon = durable.horizon

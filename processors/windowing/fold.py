@@ -53,11 +53,8 @@ def compile_fold(specs: Sequence[AggregateSpec[Any]]) -> Fold:
             statement = [f"{state} = add_{index}({state}, {value})"]
         else:
             statement = template.format(S=state, V=value).splitlines()
-        if value == "event" or "{V}" not in (template or "{V}"):
-            body.extend(statement)
-        else:
-            body.append(f"if {value} is not None:")
-            body.extend(f"    {line}" for line in statement)
+        body.append(f"if {value} is not None:")  # None values are skipped, as add is never fed them
+        body.extend(f"    {line}" for line in statement)
     source = "def fold(states, event):\n" + "".join(f"    {line}\n" for line in body or ["pass"])
     exec(compile(source, f"<fold of {len(specs)} aggregates>", "exec"), namespace)
     fold: Fold = namespace["fold"]

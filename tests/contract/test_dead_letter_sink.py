@@ -65,8 +65,7 @@ def test_sqs_sink_delivers_every_letter(emulator: Emulator) -> None:
     sink.send(sent)
     bodies = drain_queue(aws.clients.sqs, aws.queue_url)
     assert sorted(b["dead_letter_id"] for b in bodies) == sorted(
-        f"{letter.record.shard_id}:{letter.record.position.sequence}:0"
-        + (f":{letter.window.start_ms}" if letter.window else "")
+        f"page-views:{letter.record.shard_id}:{letter.record.position.sequence}:0"
         for letter in sent
     )
     big = next(b for b in bodies if b["sequence_number"] == "7")
@@ -97,5 +96,5 @@ def test_sqs_sink_delivers_noncharacters_and_non_ascii_text(emulator: Emulator) 
     assert attributes == {
         "reason": "invalid",
         "pipeline": "page-views",
-        "dead_letter_id": "shardId-000000000000:42:0",
+        "dead_letter_id": "page-views:shardId-000000000000:42:0",
     }

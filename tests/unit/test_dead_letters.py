@@ -52,7 +52,7 @@ def test_an_invalid_record_body() -> None:
     assert body["partition_key"] == "pk"
     assert body["approximate_arrival_ms"] == T0 + 5
     assert base64.b64decode(body["data"]) == b"{not json"
-    assert body["dead_letter_id"] == f"{SHARD}:{SEQUENCE}:2"
+    assert body["dead_letter_id"] == f"page-views:{SHARD}:{SEQUENCE}:2"
     assert "event_time_ms" not in body and "window_start_ms" not in body
     assert orjson.loads(orjson.dumps(body)) == body  # plain JSON
 

@@ -541,7 +541,9 @@ def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]]
     letters: dict[str, str] = {}
     max_ts: int | None = None
     for record in batch:
-        ident = f"{record.shard_id}:{record.position.sequence}:{record.position.sub}"
+        ident = (
+            f"{PIPELINE.name}:{record.shard_id}:{record.position.sequence}:{record.position.sub}"
+        )
         try:
             event = decode_page_view(record.data)
         except InvalidEvent:
@@ -549,7 +551,7 @@ def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]]
             continue
         start = event.ts_ms - event.ts_ms % MINUTE
         if max_ts is not None and start + MINUTE <= max_ts - LATENESS:
-            letters[f"{ident}:{start}"] = REASON_LATE  # late letters name the missed window
+            letters[ident] = REASON_LATE
             continue
         max_ts = event.ts_ms if max_ts is None else max(max_ts, event.ts_ms)
         window = windows.setdefault(

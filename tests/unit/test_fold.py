@@ -98,3 +98,13 @@ def test_attrgetter_values_none_are_skipped() -> None:
     states = [0]
     compile_fold(specs)(states, PageView("e", 1, "/", value=None))
     assert states == [0]
+
+
+def test_none_values_are_skipped_for_every_aggregator() -> None:
+    """Count with a value function counts the events that have a value, as its add would
+    be fed them: the compiled fold must skip None for templates without {V} too."""
+    latency = attrgetter("latency_ms")
+    specs = (AggregateSpec("with_latency", Count(), latency), AggregateSpec("events", Count()))
+    events = [PageView("a", 1, "/", latency_ms=None), PageView("b", 2, "/", latency_ms=5.0)]
+    assert fold_all(compile_fold(specs), specs, events) == [1, 2]
+    assert fold_all(generic_fold(specs), specs, events) == [1, 2]

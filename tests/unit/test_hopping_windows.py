@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.pipelines.page_views import PAGE_VIEWS
-from processors.sinks.dead_letters import dead_letter_id
+from processors.sinks.dead_letters import dead_letter_body, dead_letter_id
 from processors.sinks.memory import MemoryPartialStore
 from processors.windowing.engine import REASON_LATE, ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
@@ -93,16 +93,19 @@ def test_an_event_counts_once_in_each_of_its_windows() -> None:
 
 def test_lateness_is_decided_per_window() -> None:
     """After an event at 140 s the watermark is 130 s. An event at 95 s belongs to
-    [40 s, 100 s), [60 s, 120 s) and [80 s, 140 s): the first two are closed, so it is
-    late for them (one dead letter each), and it counts in the third."""
+    [40 s, 100 s), [60 s, 120 s) and [80 s, 140 s): the first two are closed, so it counts
+    only in the third, and one dead letter names both windows it missed."""
     store, sent = MemoryPartialStore(), []
     engine = ShardEngine(HOPPING, ShardProgress("s0"))
     engine.process([record(1, 140_000), record(2, 95_000)], lambda keys: [])
     flush(engine, store, sent)
     assert views(store) == {80_000: 1, 100_000: 1, 120_000: 1, 140_000: 1}
-    late = [letter for letter in sent if letter.reason == REASON_LATE]
-    assert sorted(letter.window.start_ms for letter in late) == [40_000, 60_000]
-    assert len({dead_letter_id(letter) for letter in late}) == 2, "one id per missed window"
+    [late] = [letter for letter in sent if letter.reason == REASON_LATE]
+    assert [w.start_ms for w in late.missed_windows] == [40_000, 60_000]
+    assert late.window is not None and late.window.start_ms == 40_000
+    body = dead_letter_body(late, "stream")
+    assert body["missed_windows"] == [[40_000, 100_000], [60_000, 120_000]]
+    assert dead_letter_id(late) == "page-views-hopping:s0:2:0"
 
 
 def test_a_restart_counts_each_event_once_per_window() -> None:

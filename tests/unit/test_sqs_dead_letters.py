@@ -195,7 +195,7 @@ def test_attribute_values_are_made_valid() -> None:
     assert attributes == {
         "reason": "invalid",
         "pipeline": "page-views\ufffd",
-        "dead_letter_id": "shardId-\ufffd\ufffd:1000:0",
+        "dead_letter_id": "page-views\ufffd:shardId-\ufffd\ufffd:1000:0",
     }
     body = json.loads(entry["MessageBody"])
     assert body["pipeline"] == "page-views\uffff"  # the body keeps the exact text
