@@ -5,7 +5,6 @@ adding everything in order), and stored forms that round-trip through JSON."""
 from __future__ import annotations
 
 import math
-from functools import reduce
 from typing import Any
 
 import orjson
@@ -14,13 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.windowing.aggregators import First, Last, Mean
+from tests.unit.merge_laws import check_merge_laws, fold
 
 _values = st.floats(-1e6, 1e6) | st.integers(-(10**6), 10**6)
 _timed = st.tuples(st.integers(0, 50), st.text(max_size=3) | st.integers(0, 5) | st.none())
-
-
-def fold(aggregator: Any, values: list[Any]) -> Any:
-    return reduce(aggregator.add, values, aggregator.initial())
 
 
 def same_mean(left: tuple[float, int], right: tuple[float, int]) -> bool:
@@ -30,12 +26,7 @@ def same_mean(left: tuple[float, int], right: tuple[float, int]) -> bool:
 @given(st.lists(_values), st.lists(_values), st.lists(_values))
 @settings(max_examples=150)
 def test_mean_merge_laws(a: list[float], b: list[float], c: list[float]) -> None:
-    mean = Mean()
-    x, y, z = fold(mean, a), fold(mean, b), fold(mean, c)
-    assert same_mean(mean.merge(mean.merge(x, y), z), mean.merge(x, mean.merge(y, z)))
-    assert same_mean(mean.merge(x, y), mean.merge(y, x))
-    assert mean.merge(x, mean.initial()) == x
-    assert same_mean(mean.merge(x, y), fold(mean, a + b))
+    check_merge_laws(Mean(), a, b, c, same=same_mean)
 
 
 @pytest.mark.parametrize("aggregator", [First(), Last()], ids=["first", "last"])
@@ -44,12 +35,7 @@ def test_mean_merge_laws(a: list[float], b: list[float], c: list[float]) -> None
 def test_first_and_last_merge_laws(
     aggregator: Any, a: list[Any], b: list[Any], c: list[Any]
 ) -> None:
-    x, y, z = fold(aggregator, a), fold(aggregator, b), fold(aggregator, c)
-    merge = aggregator.merge
-    assert merge(merge(x, y), z) == merge(x, merge(y, z))
-    assert merge(x, y) == merge(y, x)
-    assert merge(x, aggregator.initial()) == x
-    assert merge(x, y) == fold(aggregator, a + b)
+    check_merge_laws(aggregator, a, b, c)
 
 
 @given(st.permutations([(3, "c"), (1, "a"), (2, "b"), (1, "z")]))

@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 from dataclasses import replace
-from functools import reduce
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from processors.pipelines.page_views import PAGE_VIEWS
 from processors.windowing.engine import ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
 from processors.windowing.sketches import ApproxDistinct, ApproxQuantile
+from tests.unit.merge_laws import check_merge_laws, fold
 
 P99 = ApproxQuantile(0.99)
 SMALL = ApproxQuantile(0.5, max_buckets=8)  # folds often: the fold must merge exactly too
@@ -32,33 +32,19 @@ _values = st.lists(st.floats(-1e6, 1e6, allow_nan=False) | st.integers(-1000, 10
 _items = st.lists(st.text(max_size=4) | st.integers(0, 300), max_size=60)
 
 
-def fold(aggregator: Any, values: list[Any]) -> Any:
-    return reduce(aggregator.add, values, aggregator.initial())
-
-
 @pytest.mark.parametrize("sketch", [P99, SMALL], ids=["p99", "folding"])
 @given(_values, _values, _values)
 @settings(max_examples=120)
 def test_quantile_merges_are_exact(
     sketch: ApproxQuantile, a: list[Any], b: list[Any], c: list[Any]
 ) -> None:
-    x, y, z = fold(sketch, a), fold(sketch, b), fold(sketch, c)
-    merge = sketch.merge
-    assert merge(merge(x, y), z) == merge(x, merge(y, z))
-    assert merge(x, y) == merge(y, x)
-    assert merge(x, sketch.initial()) == x
-    assert merge(x, y) == fold(sketch, a + b)  # split anywhere, merge the parts: the same
+    check_merge_laws(sketch, a, b, c)
 
 
 @given(_items, _items, _items)
 @settings(max_examples=120)
 def test_distinct_merges_are_exact(a: list[Any], b: list[Any], c: list[Any]) -> None:
-    x, y, z = fold(DISTINCT, a), fold(DISTINCT, b), fold(DISTINCT, c)
-    merge = DISTINCT.merge
-    assert merge(merge(x, y), z) == merge(x, merge(y, z))
-    assert merge(x, y) == merge(y, x)
-    assert merge(x, DISTINCT.initial()) == x
-    assert merge(x, y) == fold(DISTINCT, a + b)
+    check_merge_laws(DISTINCT, a, b, c)
 
 
 def test_merge_does_not_change_its_inputs() -> None:
