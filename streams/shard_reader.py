@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processors.windowing.records import Position, Record
+from processors.windowing.records import Position, Record, make_record
 from streams.aws_errors import ResourceMissing, error_code, is_retryable
 
 if TYPE_CHECKING:
@@ -96,17 +96,14 @@ class ShardReader:
                 return ReadResult(throttled=True)
             raise
         shard_id = self.shard_id
-        new = tuple.__new__  # NamedTuples built without their Python-level __new__
-        records: list[Record] = [
-            new(
-                Record,
-                (
-                    shard_id,
-                    new(Position, (int(raw["SequenceNumber"]), 0)),
-                    raw["PartitionKey"],
-                    raw["Data"],
-                    _arrival_ms(raw),  # type: ignore[arg-type]
-                ),
+        records = [
+            make_record(
+                shard_id,
+                int(raw["SequenceNumber"]),
+                0,
+                raw["PartitionKey"],
+                raw["Data"],
+                _arrival_ms(raw),  # type: ignore[arg-type]
             )
             for raw in response.get("Records", [])
         ]
