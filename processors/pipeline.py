@@ -9,10 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from processors.windowing.aggregators import Aggregator
-from processors.windowing.windows import Windows
+from processors.windowing.aggregators import Aggregator, Max, Min
+from processors.windowing.windows import SessionWindows, Windows
 
 E = TypeVar("E")
+
+SESSION_BOUNDS_PREFIX = "_session"
+SESSION_FIRST = "_session_first_ms"
+SESSION_LAST = "_session_last_ms"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,17 @@ class AggregateSpec(Generic[E]):
 
 
 @dataclass(frozen=True)
+class Sinks:
+    """Where a pipeline's results and rejected events go. None means the configured
+    default (``shardflow-aggregates`` and ``shardflow-dead-letters``, or what --table,
+    --dead-letter-queue and their environment variables name: those, when given, apply
+    to every pipeline)."""
+
+    results_table: str | None = None
+    dead_letter_queue: str | None = None
+
+
+@dataclass(frozen=True)
 class Pipeline(Generic[E]):
     """A windowed aggregation of one stream's events."""
 
@@ -41,6 +56,14 @@ class Pipeline(Generic[E]):
     windows: Windows
     allowed_lateness_ms: int
     aggregates: tuple[AggregateSpec[E], ...]
+    source: str | None = None
+    """The Kinesis stream the pipeline reads; None means the configured stream
+    (``clickstream`` unless --stream or SHARDFLOW_STREAM names another)."""
+    sinks: Sinks = Sinks()
+    idle_timeout_ms: int | None = 60_000
+    """A shard that has sent nothing for this long (wall-clock, while the runner is at
+    its tip) is idle: it holds no window open until it sends again, and its events for
+    windows that became final meanwhile are late. None: shards are never idle."""
     max_future_ms: int | None = 3_600_000
     """Events stamped more than this after their record arrived in Kinesis are invalid: one
     bad producer clock would otherwise push the shard's watermark ahead and make every
@@ -51,10 +74,29 @@ class Pipeline(Generic[E]):
             raise ValueError(f"pipeline name must be non-empty and contain no '#': {self.name!r}")
         if self.allowed_lateness_ms < 0:
             raise ValueError("allowed lateness must be >= 0")
+        if self.idle_timeout_ms is not None and self.idle_timeout_ms <= 0:
+            raise ValueError("idle timeout must be positive (or None for never)")
         names = [spec.name for spec in self.aggregates]
         if len(set(names)) != len(names):
             raise ValueError(f"aggregate names must be unique: {names}")
+        reserved = [name for name in names if name.startswith(SESSION_BOUNDS_PREFIX)]
+        if reserved:
+            raise ValueError(
+                f"aggregate names starting with {SESSION_BOUNDS_PREFIX!r} are reserved: {reserved}"
+            )
 
     @property
     def aggregate_names(self) -> list[str]:
         return [spec.name for spec in self.aggregates]
+
+    @property
+    def stored_aggregates(self) -> tuple[AggregateSpec[E], ...]:
+        """What a partial row stores: the aggregates, and for session windows the first
+        and last event time of the bucket, which decide where sessions begin and end."""
+        if not isinstance(self.windows, SessionWindows):
+            return self.aggregates
+        return (
+            *self.aggregates,
+            AggregateSpec(SESSION_FIRST, Min(), self.event_time),
+            AggregateSpec(SESSION_LAST, Max(), self.event_time),
+        )

@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int, default=7, help="seed for --synthetic")
 
     run = commands.add_parser("run", help="process all shards")
-    run.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="default: every pipeline")
+    run.add_argument(
+        "pipelines",
+        nargs="*",
+        metavar="PIPELINE",
+        help="default: the pipelines that read the configured stream (page-views)",
+    )
     run.add_argument(
         "--until-idle",
         type=positive_float,
@@ -202,7 +207,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     clients = make_clients(settings)
-    report = ensure_for(clients, settings, args.shards)
+    report = ensure_for(clients, settings, args.shards, list(PIPELINES.values()))
     for line in report.lines():
         print(line)
     print(f"stream {settings.stream}: {report.shard_count} open shards, ACTIVE")
@@ -242,8 +247,18 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    names = args.pipelines or sorted(PIPELINES)
+    names = args.pipelines or sorted(n for n, p in PIPELINES.items() if p.source is None)
     pipelines = [get_pipeline(name) for name in names]
+    streams = {settings.stream_for(p.source) for p in pipelines}
+    if len(streams) > 1:
+        print(
+            "shardflow run: these pipelines read different streams ("
+            + ", ".join(f"{p.name} reads {settings.stream_for(p.source)}" for p in pipelines)
+            + "): start one `shardflow run` per stream, or name one with --stream",
+            file=sys.stderr,
+        )
+        return 2
+    settings = replace(settings, stream=next(iter(streams)))
     clients = make_clients(settings)
     runner = make_runner(
         clients, settings, pipelines, RunnerOptions(flush_interval=args.flush_interval)
@@ -260,7 +275,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = get_pipeline(args.pipeline)
-    store = make_store(make_clients(settings), settings)
+    store = make_store(make_clients(settings), settings, pipeline)
     results = query_windows(store, pipeline, args.key, args.since, args.until)
     print(render(results, pipeline.aggregate_names, args.format))
     return 0

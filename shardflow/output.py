@@ -40,7 +40,14 @@ def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
     )
     writer.writeheader()
     for result in results:
-        writer.writerow(result_dict(result))
+        row = result_dict(result)
+        # Lists (a top-k) go into one cell as JSON, the same text json prints.
+        writer.writerow(
+            {
+                name: orjson.dumps(value).decode() if isinstance(value, list | dict) else value
+                for name, value in row.items()
+            }
+        )
     return buffer.getvalue()
 
 
@@ -53,7 +60,18 @@ def _cell(value: Any) -> str:
         return f"{value:,.2f}"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, list):  # a top-k: [[item, count], ...]
+        if not value:
+            return "-"
+        return ", ".join(
+            f"{pair[0]}: {pair[1]:,}" if isinstance(pair, list) and len(pair) == 2 else str(pair)
+            for pair in value
+        )
     return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
@@ -73,7 +91,7 @@ def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str
         max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
         for i, h in enumerate(header)
     ]
-    numeric = [False] * 4 + [True] * len(columns)
+    numeric = [False] * 4 + [all(_is_number(r.values[c]) for r in results) for c in columns]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shardflow.settings import (
@@ -18,6 +18,7 @@ from shardflow.settings import (
     DEFAULT_DEAD_LETTER_QUEUE,
     DEFAULT_STREAM,
     DEFAULT_TABLE,
+    DEVICE_READINGS_STREAM,
 )
 
 DEFAULT_SHARDS = 2
@@ -29,6 +30,12 @@ class ResourceNames:
     table: str = DEFAULT_TABLE
     dead_letter_queue: str = DEFAULT_DEAD_LETTER_QUEUE
     alert_topic: str = DEFAULT_ALERT_TOPIC
+    other_streams: tuple[str, ...] = (DEVICE_READINGS_STREAM,)
+    """Streams the shipped pipelines declare as their source besides ``stream``."""
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream, *(s for s in self.other_streams if s != self.stream))
 
 
 def stream_definition(names: ResourceNames, shards: int) -> dict[str, Any]:
@@ -188,6 +195,9 @@ def ensure_resources(
     if shards < 1:
         raise ValueError(f"a stream needs at least one shard, got {shards}")
     report = ResourceReport()
+    for other in names.streams[1:]:
+        ensure_stream(kinesis, replace(names, stream=other), shards, report, timeout)
+    # The configured stream last: the report's ARN and shard count are its.
     ensure_stream(kinesis, names, shards, report, timeout)
     ensure_table(dynamodb, names, report, timeout)
     ensure_queue(sqs, names, report)

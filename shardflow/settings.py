@@ -8,12 +8,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 DEFAULT_STREAM = "clickstream"
+DEVICE_READINGS_STREAM = "device-readings"
+"""The device-sessions example pipeline's source stream."""
 DEFAULT_TABLE = "shardflow-aggregates"
 DEFAULT_DEAD_LETTER_QUEUE = "shardflow-dead-letters"
 DEFAULT_ALERT_TOPIC = "shardflow-alerts"
 DEFAULT_REGION = "us-east-1"
 
 SERVICES = ("kinesis", "dynamodb", "sqs", "sns")
+
+_NAME_VARIABLES = {
+    "stream": "SHARDFLOW_STREAM",
+    "table": "SHARDFLOW_TABLE",
+    "dead_letter_queue": "SHARDFLOW_DEAD_LETTER_QUEUE",
+    "alert_topic": "SHARDFLOW_ALERT_TOPIC",
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,9 @@ class Settings:
     service_endpoints: Mapping[str, str] = field(default_factory=dict)
     static_credentials: tuple[str, str] | None = None
     """(access key id, secret) for the embedded emulator; None uses boto3's usual chain."""
+    chosen: frozenset[str] = frozenset()
+    """Names set by a flag or the environment (``stream``, ``table``, ...): these apply to
+    every pipeline. Otherwise a pipeline's declared source and sinks win over the defaults."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +64,9 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             service_endpoints=services,
+            chosen=frozenset(
+                name for name, variable in _NAME_VARIABLES.items() if env.get(variable)
+            ),
         )
 
     def endpoint_for(self, service: str) -> str | None:
@@ -66,4 +81,22 @@ class Settings:
     def with_overrides(self, **changes: str | None) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         given: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **given)
+        chosen = self.chosen | {name for name in given if name in _NAME_VARIABLES}
+        return replace(self, **given, chosen=chosen)
+
+    def _resolve(self, name: str, declared: str | None) -> str:
+        configured: str = getattr(self, name)
+        if name in self.chosen or declared is None:
+            return configured
+        return declared
+
+    def stream_for(self, source: str | None) -> str:
+        """The stream a pipeline whose declared source is ``source`` reads."""
+        return self._resolve("stream", source)
+
+    def table_for(self, declared: str | None) -> str:
+        """The results table of a pipeline that declares ``declared`` (or None)."""
+        return self._resolve("table", declared)
+
+    def dead_letter_queue_for(self, declared: str | None) -> str:
+        return self._resolve("dead_letter_queue", declared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -25,19 +26,44 @@ def resource_names(settings: Settings) -> ResourceNames:
         table=settings.table,
         dead_letter_queue=settings.dead_letter_queue,
         alert_topic=settings.alert_topic,
+        # A chosen stream is what every pipeline reads: no other stream is needed.
+        **({"other_streams": ()} if "stream" in settings.chosen else {}),
     )
 
 
-def ensure_for(clients: AwsClients, settings: Settings, shards: int) -> ResourceReport:
-    """Every resource the configured names need (``shardflow up``, the demo)."""
-    return ensure_resources(
-        clients.kinesis,
-        clients.dynamodb,
-        clients.sqs,
-        clients.sns,
-        resource_names(settings),
-        shards,
+def ensure_for(
+    clients: AwsClients,
+    settings: Settings,
+    shards: int,
+    pipelines: Sequence[Pipeline[Any]] = (),
+) -> ResourceReport:
+    """Every resource the configured names need (``shardflow up``, the demo), and the
+    sources and sinks ``pipelines`` declare."""
+    names = resource_names(settings)
+    report = ensure_resources(
+        clients.kinesis, clients.dynamodb, clients.sqs, clients.sns, names, shards
     )
+    declared = {
+        replace(
+            names,
+            stream=settings.stream_for(p.source),
+            table=settings.table_for(p.sinks.results_table),
+            dead_letter_queue=settings.dead_letter_queue_for(p.sinks.dead_letter_queue),
+            other_streams=(),
+        )
+        for p in pipelines
+    }
+    for extra in declared - {replace(names, other_streams=())}:
+        more = ensure_resources(
+            clients.kinesis, clients.dynamodb, clients.sqs, clients.sns, extra, shards
+        )
+        report.created += [line for line in more.created if line not in report.created]
+        report.existing += [
+            line
+            for line in more.existing
+            if line not in report.existing and line not in report.created
+        ]
+    return report
 
 
 def queue_url(clients: AwsClients, name: str) -> str:
@@ -62,9 +88,13 @@ def check_table(clients: AwsClients, table: str) -> None:
         raise
 
 
-def make_store(clients: AwsClients, settings: Settings) -> DynamoPartialStore:
-    check_table(clients, settings.table)
-    return DynamoPartialStore(clients.dynamodb, settings.table)
+def make_store(
+    clients: AwsClients, settings: Settings, pipeline: Pipeline[Any] | None = None
+) -> DynamoPartialStore:
+    """The store of ``pipeline``'s results (its declared table, or the configured one)."""
+    table = settings.table_for(pipeline.sinks.results_table if pipeline else None)
+    check_table(clients, table)
+    return DynamoPartialStore(clients.dynamodb, table)
 
 
 def make_runner(
@@ -73,10 +103,21 @@ def make_runner(
     pipelines: Sequence[Pipeline[Any]],
     options: RunnerOptions | None = None,
 ) -> EmbeddedRunner:
-    store = make_store(clients, settings)
-    dead_letters = SqsDeadLetters(
-        clients.sqs, queue_url(clients, settings.dead_letter_queue), settings.stream
-    )
+    stores: dict[str, DynamoPartialStore] = {}
+    letters: dict[str, SqsDeadLetters] = {}
+    by_table: dict[str, DynamoPartialStore] = {}
+    by_queue: dict[str, SqsDeadLetters] = {}
+    for pipeline in pipelines:
+        table = settings.table_for(pipeline.sinks.results_table)
+        if table not in by_table:
+            by_table[table] = make_store(clients, settings, pipeline)
+        stores[pipeline.name] = by_table[table]
+        queue = settings.dead_letter_queue_for(pipeline.sinks.dead_letter_queue)
+        if queue not in by_queue:
+            by_queue[queue] = SqsDeadLetters(
+                clients.sqs, queue_url(clients, queue), settings.stream
+            )
+        letters[pipeline.name] = by_queue[queue]
     try:
         summary = clients.kinesis.describe_stream_summary(StreamName=settings.stream)
     except ClientError as exc:
@@ -91,8 +132,8 @@ def make_runner(
     identity = f"{described['StreamARN']}@{created.isoformat()}"
     return EmbeddedRunner(
         clients.kinesis,
-        store,
-        dead_letters,
+        stores,
+        letters,
         pipelines,
         settings.stream,
         options,

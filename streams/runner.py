@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import DeadLetterSink, PartialStore
-from processors.windowing.engine import ShardEngine
+from processors.windowing.engine import FlushPlan, ShardEngine
+from processors.windowing.results import final_frontier
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_retryable
 from streams.backoff import full_jitter
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("shardflow.runner")
 
 _T = TypeVar("_T")
+
+
+def _per_pipeline(sink: _T | Mapping[str, _T], pipelines: Sequence[Pipeline[Any]]) -> dict[str, _T]:
+    if isinstance(sink, Mapping):
+        missing = [p.name for p in pipelines if p.name not in sink]
+        if missing:
+            raise ValueError(f"no sink given for {', '.join(missing)}")
+        return {p.name: sink[p.name] for p in pipelines}
+    return {p.name: sink for p in pipelines}
 
 
 @dataclass(frozen=True)
@@ -86,26 +96,30 @@ class EmbeddedRunner:
     def __init__(
         self,
         kinesis: KinesisClient,
-        store: PartialStore,
-        dead_letters: DeadLetterSink,
+        store: PartialStore | Mapping[str, PartialStore],
+        dead_letters: DeadLetterSink | Mapping[str, DeadLetterSink],
         pipelines: Sequence[Pipeline[Any]],
         stream: str,
         options: RunnerOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
         stream_identity: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``stream_identity`` is recorded with each shard's progress (the stream's ARN and
-        creation time) so that a table holding another stream's state is refused."""
+        creation time) so that a table holding another stream's state is refused.
+        ``store`` and ``dead_letters`` may be one for every pipeline, or one per pipeline
+        name (pipelines that declare their own sinks)."""
         if not pipelines:
             raise ValueError("at least one pipeline is required")
         self._kinesis = kinesis
-        self._store = store
-        self._dead_letters = dead_letters
+        self._stores = _per_pipeline(store, pipelines)
+        self._dead_letter_sinks = _per_pipeline(dead_letters, pipelines)
         self._pipelines = list(pipelines)
         self._stream = stream
         self._identity = stream_identity or stream
         self._options = options or RunnerOptions()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._workers: dict[str, _ShardWorker] = {}
         self._finished: set[str] = set()
         self._rediscover = True
@@ -137,7 +151,8 @@ class EmbeddedRunner:
                 continue  # parents are read to their end first
             engines = []
             for pipeline in self._pipelines:
-                progress = self._store.register_shard(pipeline.name, self._identity, shard_id)
+                store = self._stores[pipeline.name]
+                progress = store.register_shard(pipeline.name, self._identity, shard_id)
                 engines.append(ShardEngine(pipeline, progress))
             if all(engine.durable.ended for engine in engines):
                 self._finished.add(shard_id)
@@ -163,7 +178,8 @@ class EmbeddedRunner:
         for shard in self._list_shards():
             if shard_id in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
                 for pipeline in self._pipelines:
-                    self._store.register_shard(pipeline.name, self._identity, shard["ShardId"])
+                    store = self._stores[pipeline.name]
+                    store.register_shard(pipeline.name, self._identity, shard["ShardId"])
 
     def _retrying(self, what: str, shard_id: str, call: Callable[[], _T]) -> _T:
         """``call()``, retried with backoff on throttling and transient errors."""
@@ -185,9 +201,11 @@ class EmbeddedRunner:
     def _loader(
         self, pipeline: str, shard_id: str
     ) -> Callable[[Sequence[RowKey]], list[StoredRow]]:
+        store = self._stores[pipeline]
+
         def load(keys: Sequence[RowKey]) -> list[StoredRow]:
             return self._retrying(
-                "loading rows", shard_id, lambda: self._store.load_rows(pipeline, shard_id, keys)
+                "loading rows", shard_id, lambda: store.load_rows(pipeline, shard_id, keys)
             )
 
         return load
@@ -209,12 +227,68 @@ class EmbeddedRunner:
             self.stats.millis_behind[worker.shard_id] = result.millis_behind
         if result.records:
             for engine in worker.engines:
+                if engine.idle:
+                    self._wake(worker, engine)
                 engine.process(result.records, self._loader(engine.pipeline.name, worker.shard_id))
             worker.last_record_at = now
             self.stats.records += len(result.records)
             worker.next_poll_at = now + options.poll_interval
         else:
             worker.next_poll_at = now + options.idle_poll_interval
+
+    # -- idleness -------------------------------------------------------------------
+
+    def _write_progress_only(
+        self, worker: _ShardWorker, engine: ShardEngine, plan: FlushPlan
+    ) -> None:
+        if plan.progress is None:
+            return
+        progress = plan.progress
+        self._retrying(
+            "writing progress",
+            worker.shard_id,
+            lambda: self._stores[engine.pipeline.name].write_progress(
+                engine.pipeline.name, self._identity, progress
+            ),
+        )
+        engine.confirm_flush(plan)
+
+    def _wake(self, worker: _ShardWorker, engine: ShardEngine) -> None:
+        """An idle shard sent records: lift its watermark to what is final now, durably,
+        before any of them is applied (ShardEngine.plan_wake)."""
+        pipeline = engine.pipeline
+        store = self._stores[pipeline.name]
+        shards = self._retrying(
+            "reading progress", worker.shard_id, lambda: store.read_progress(pipeline.name)
+        )
+        frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
+        self._write_progress_only(worker, engine, engine.plan_wake(frontier))
+        log.info(
+            "shard %s: %s active again; windows ending by %s stay final without it",
+            worker.shard_id,
+            pipeline.name,
+            frontier,
+        )
+
+    def _mark_idle(self, worker: _ShardWorker, now: float) -> None:
+        """Shards quiet for a pipeline's idle timeout stop holding its windows open."""
+        if worker.reader.ended or worker.unflushed:
+            return
+        quiet = self._idle_for(worker, now)
+        if not quiet:
+            return
+        for engine in worker.engines:
+            timeout = engine.pipeline.idle_timeout_ms
+            if timeout is None or engine.idle or quiet * 1000 < timeout:
+                continue
+            plan = engine.plan_idle(int(self._wall_clock() * 1000))
+            self._write_progress_only(worker, engine, plan)
+            log.info(
+                "shard %s: quiet for %.0fs, idle for %s: its windows no longer wait for it",
+                worker.shard_id,
+                quiet,
+                engine.pipeline.name,
+            )
 
     def flush(self, worker: _ShardWorker) -> None:
         """Make the worker's applied records durable, retrying transient failures."""
@@ -233,18 +307,18 @@ class EmbeddedRunner:
                 continue
             name = engine.pipeline.name
             if plan.dead_letters:
-                self._dead_letters.send(plan.dead_letters)
+                self._dead_letter_sinks[name].send(plan.dead_letters)
                 engine.dead_letters_sent(plan)
                 for letter in plan.dead_letters:
                     self.stats.dead_letters[letter.reason] = (
                         self.stats.dead_letters.get(letter.reason, 0) + 1
                     )
             if plan.intent is not None:
-                self._store.write_intent(name, self._identity, plan.intent)
+                self._stores[name].write_intent(name, self._identity, plan.intent)
             if plan.rows:
-                self._store.write_rows(plan.rows)
+                self._stores[name].write_rows(plan.rows)
             assert plan.progress is not None
-            self._store.write_progress(name, self._identity, plan.progress)
+            self._stores[name].write_progress(name, self._identity, plan.progress)
             engine.confirm_flush(plan)
             self.stats.rows_written += len(plan.rows)
         self.stats.flushes += 1
@@ -284,6 +358,7 @@ class EmbeddedRunner:
                     now - worker.last_flush_at >= options.flush_interval or worker.reader.ended
                 ):
                     self.flush(worker)
+                self._mark_idle(worker, now)
                 if worker.reader.ended and not worker.unflushed:
                     engines_ended = all(e.durable.ended for e in worker.engines)
                     if engines_ended:

@@ -66,6 +66,7 @@ def make_aws_env(emulator: Emulator, shards: int = 2) -> AwsEnv:
         table=f"t-aggregates-{suffix}",
         dead_letter_queue=f"t-dead-{suffix}",
         alert_topic=f"t-alerts-{suffix}",
+        other_streams=(),
     )
     base = Settings.from_env()
     settings = replace(
@@ -77,6 +78,9 @@ def make_aws_env(emulator: Emulator, shards: int = 2) -> AwsEnv:
         endpoint_url=emulator.url,
         region=base.region or EMULATOR_ENV["AWS_REGION"],
         static_credentials=EMULATOR_CREDENTIALS if emulator.embedded else None,
+        # As the SHARDFLOW_* variables below do for the command line: these names apply
+        # to every pipeline, whatever it declares.
+        chosen=frozenset({"stream", "table", "dead_letter_queue", "alert_topic"}),
     )
     clients = make_clients(settings)
     report = ensure_resources(

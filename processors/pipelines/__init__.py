@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from processors.pipeline import Pipeline
+from processors.pipelines.device_sessions import DEVICE_SESSIONS
 from processors.pipelines.page_views import PAGE_VIEWS
 
-PIPELINES: dict[str, Pipeline[Any]] = {PAGE_VIEWS.name: PAGE_VIEWS}
+PIPELINES: dict[str, Pipeline[Any]] = {
+    pipeline.name: pipeline for pipeline in (PAGE_VIEWS, DEVICE_SESSIONS)
+}
 
 
 class UnknownPipeline(KeyError):

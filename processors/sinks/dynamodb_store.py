@@ -68,6 +68,8 @@ def _progress_from_item(item: dict[str, Any]) -> ShardProgress:
         horizon=_int_or_none(item, "horizon"),
         dead_letters_through=_position_or_none(item, "dead_letters_through"),
         ended=item.get("ended", {}).get("BOOL", False),
+        idle_since_ms=_int_or_none(item, "idle_since_ms"),
+        watermark_floor=_int_or_none(item, "watermark_floor"),
     )
 
 
@@ -179,6 +181,10 @@ class DynamoPartialStore:
             item["horizon"] = {"N": str(progress.horizon)}
         if progress.dead_letters_through is not None:
             item["dead_letters_through"] = {"S": progress.dead_letters_through.storage_key()}
+        if progress.idle_since_ms is not None:
+            item["idle_since_ms"] = {"N": str(progress.idle_since_ms)}
+        if progress.watermark_floor is not None:
+            item["watermark_floor"] = {"N": str(progress.watermark_floor)}
         try:
             self._client.put_item(
                 TableName=self._table,

@@ -47,6 +47,9 @@ class ShardProgress:
 
     ``horizon``: no stored row of this shard has a window starting after it.
     ``dead_letters_through``: dead letters up to this position have been sent.
+    ``idle_since_ms``: set while the shard is idle (wall-clock time it was marked): it holds
+    no window open. ``watermark_floor``: where the watermark was lifted to when the shard
+    woke from idleness, so that windows that became final without it stay final.
     """
 
     shard_id: str
@@ -55,11 +58,15 @@ class ShardProgress:
     horizon: int | None = None
     dead_letters_through: Position | None = None
     ended: bool = False
+    idle_since_ms: int | None = None
+    watermark_floor: int | None = None
 
     def watermark(self, allowed_lateness_ms: int) -> int | None:
+        floor = self.watermark_floor
         if self.max_event_time is None:
-            return None
-        return self.max_event_time - allowed_lateness_ms
+            return floor
+        own = self.max_event_time - allowed_lateness_ms
+        return own if floor is None or own > floor else floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +119,13 @@ class ShardEngine:
         self._durable = progress
         self._position = progress.checkpoint
         self._max_ts = progress.max_event_time
+        self._floor = progress.watermark_floor
         self._load_horizon = progress.horizon
         self._rows: dict[RowKey, PartialRow] = {}
         self._pending: list[DeadLetter] = []
         self._broken = False
         self._sent_through = progress.dead_letters_through
-        self._specs = pipeline.aggregates
+        self._specs = pipeline.stored_aggregates
         self._initial = [spec.aggregator.initial() for spec in self._specs]
         # Aggregators whose states change in place (sketches) need a new state per row.
         self._fresh = [
@@ -127,7 +135,7 @@ class ShardEngine:
         ]
         self._fold = compile_fold(self._specs)
         self._max_window_ms = pipeline.windows.size_ms
-        self._codec = StateCodec(self._specs)
+        self._codec = StateCodec(self._specs, pipeline.windows.describe())
 
     # -- state ----------------------------------------------------------------------
 
@@ -142,9 +150,19 @@ class ShardEngine:
 
     @property
     def watermark(self) -> int | None:
-        if self._max_ts is None:
-            return None
-        return self._max_ts - self.pipeline.allowed_lateness_ms
+        """max event time - allowed lateness, or the floor it was lifted to on waking."""
+        return self._watermark(self._max_ts)
+
+    def _watermark(self, max_ts: int | None) -> int | None:
+        floor = self._floor
+        if max_ts is None:
+            return floor
+        own = max_ts - self.pipeline.allowed_lateness_ms
+        return own if floor is None or own > floor else floor
+
+    @property
+    def idle(self) -> bool:
+        return self._durable.idle_since_ms is not None
 
     @property
     def durable(self) -> ShardProgress:
@@ -172,9 +190,9 @@ class ShardEngine:
         otherwise this is a single pass.
         """
         horizon = self._load_horizon
-        if horizon is not None and self._max_ts is not None:
-            watermark = self._max_ts - self.pipeline.allowed_lateness_ms
-            if watermark >= horizon + self._max_window_ms:
+        if horizon is not None:
+            watermark = self.watermark
+            if watermark is not None and watermark >= horizon + self._max_window_ms:
                 # Every window starting at or before the horizon is closed: no record
                 # can touch a stored row any more.
                 self._load_horizon = horizon = None
@@ -247,9 +265,19 @@ class ShardEngine:
         lateness = pipeline.allowed_lateness_ms
         sent_through = self._durable.dead_letters_through
         max_ts = self._max_ts
-        watermark = None if max_ts is None else max_ts - lateness
+        watermark = self._watermark(max_ts)
+        floor = self._floor
         done = completed = self._position
         touched = False
+        if (
+            self._durable.idle_since_ms is not None
+            and records
+            and (done is None or records[-1].position > done)
+        ):
+            raise RuntimeError(
+                f"shard {self.shard_id} is marked idle: make plan_wake() durable before "
+                "applying its records"
+            )
         # Records come in shard order, so positions rise within a batch: if its first
         # record is new, all of them are.
         if done is not None and records and records[0].position > done:
@@ -301,6 +329,8 @@ class ShardEngine:
                 if max_ts is None or ts > max_ts:
                     max_ts = ts
                     watermark = ts - lateness
+                    if floor is not None and floor > watermark:
+                        watermark = floor
                 completed = position
                 touched = False
         except BaseException:
@@ -403,6 +433,8 @@ class ShardEngine:
             horizon=horizon,
             dead_letters_through=sent_through,
             ended=ended or durable.ended,
+            idle_since_ms=durable.idle_since_ms,
+            watermark_floor=self._floor,
         )
         if progress == durable and not rows and not dead_letters:
             return FlushPlan()
@@ -427,6 +459,7 @@ class ShardEngine:
             if row is not None and row.high_water == stored.high_water:
                 row.dirty = False
         self._durable = replace(plan.progress)
+        self._floor = plan.progress.watermark_floor
         watermark = self.watermark
         if watermark is not None:
             closed = [
@@ -436,6 +469,34 @@ class ShardEngine:
             ]
             for row_key in closed:
                 del self._rows[row_key]
+
+    # -- idleness --------------------------------------------------------------------
+
+    def plan_idle(self, now_ms: int) -> FlushPlan:
+        """Mark the shard idle (``now_ms`` is wall-clock time, for people reading the
+        progress): from then on it holds no window open (see
+        :func:`processors.windowing.results.final_frontier`). Only once everything applied is
+        durable, so its rows are complete when windows become final without it."""
+        if self.has_unflushed or self._broken:
+            raise RuntimeError(f"shard {self.shard_id}: flush before marking it idle")
+        if self.idle:
+            return FlushPlan()
+        return FlushPlan(progress=replace(self._durable, idle_since_ms=now_ms))
+
+    def plan_wake(self, frontier: int | None) -> FlushPlan:
+        """The progress to make durable before an idle shard applies records again.
+
+        ``frontier`` is the final frontier of the pipeline's shards now: every window
+        ending at or before it may have been reported final without this shard. The
+        shard's watermark is lifted to it, so its events for those windows are late, and
+        since the floor is durable before any record is applied, a replay after a crash
+        decides exactly as the first run did."""
+        if not self.idle:
+            return FlushPlan()
+        floor = self._floor
+        if frontier is not None and (floor is None or frontier > floor):
+            floor = frontier
+        return FlushPlan(progress=replace(self._durable, idle_since_ms=None, watermark_floor=floor))
 
     def snapshot(self) -> Mapping[RowKey, PartialRow]:
         """The rows in memory (for tests and the live view); do not mutate."""

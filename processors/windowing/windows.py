@@ -106,3 +106,49 @@ class HoppingWindows:
 
     def describe(self) -> str:
         return f"hopping {self.size_ms} ms every {self.step_ms} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWindows:
+    """Sessions of activity per key: events less than ``gap_ms`` apart belong to the same
+    session, which spans ``[first event, last event + gap)``. An event that falls between
+    two sessions within the gap of both bridges them into one.
+
+    Sessions are stored as *buckets*: tumbling windows ``gap_ms`` long (these are what
+    ``assign`` returns and what the engine keeps per key and shard). Two events in one
+    bucket are less than a gap apart, so a bucket never holds two sessions; sessions are
+    chains of buckets, cut where the next bucket's first event is a gap or more after the
+    previous one's last (:mod:`processors.windowing.sessions`). Buckets merge across
+    shards like any window, so partial sessions from several shards (and bridging events
+    that arrive later) merge into the same sessions in any order, and a stored bucket is
+    never moved or deleted when sessions merge.
+    """
+
+    gap_ms: int
+    _buckets: TumblingWindows = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.gap_ms <= 0:
+            raise ValueError(f"session gap must be positive, got {self.gap_ms} ms")
+        object.__setattr__(self, "_buckets", TumblingWindows(self.gap_ms))
+
+    @property
+    def size_ms(self) -> int:
+        """The bucket length (the gap)."""
+        return self.gap_ms
+
+    def assign(self, ts_ms: int) -> tuple[Window, ...]:
+        """The bucket of an event at ``ts_ms`` (exactly one)."""
+        return self._buckets.assign(ts_ms)
+
+    def window_starting(self, start_ms: int) -> Window:
+        return Window(start_ms, start_ms + self.gap_ms)
+
+    def closes_at(self, last_event_ms: int) -> int:
+        """The watermark at which a session whose last event is at ``last_event_ms`` can
+        no longer grow: the end of the last bucket an event within the gap could fall in."""
+        last_joinable = last_event_ms + self.gap_ms - 1
+        return last_joinable - last_joinable % self.gap_ms + self.gap_ms
+
+    def describe(self) -> str:
+        return f"session, gap {self.gap_ms} ms"

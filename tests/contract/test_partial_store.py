@@ -6,6 +6,7 @@ back, equal rewrites are idempotent, reads are exact."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -122,3 +123,15 @@ def test_an_empty_shard_can_end_without_a_checkpoint(store: PartialStore) -> Non
     store.write_progress("p", "stream", ShardProgress("s-2", Position(5)))
     with pytest.raises(StaleWrite):
         store.write_progress("p", "stream", ShardProgress("s-2", ended=True))
+
+
+def test_idleness_and_the_watermark_floor_round_trip(store: PartialStore) -> None:
+    store.register_shard("p", "stream", "s-1")
+    idle = ShardProgress("s-1", Position(7), 5_000, 605_000, idle_since_ms=1_795_773_600_123)
+    store.write_progress("p", "stream", idle)
+    assert store.read_progress("p") == [idle]
+    # An intent (written before rows) keeps the idle mark and the floor.
+    woke = replace(idle, idle_since_ms=None, watermark_floor=90_000)
+    store.write_progress("p", "stream", woke)
+    store.write_intent("p", "stream", Intent("s-1", 700_000, None))
+    assert store.read_progress("p") == [replace(woke, horizon=700_000)]

@@ -1,6 +1,7 @@
 """The walking skeleton end to end on the emulator, through the command line:
 produce a known set of events (some malformed, some late), run until idle, query, and
-compare with the independent computation in tests/oracle.py."""
+compare with the independent computation in tests/oracle.py (the two sketches within
+their error bounds) and, exactly, with a clean in-memory run of the engine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import AwsEnv
 from tests.integration.events import page_view_lines
+from tests.integration.rerun import assert_same_as_clean_run
 from tests.oracle import assert_matches, compute, dead_letter_ids, drain_queue, read_stream
 
 pytestmark = pytest.mark.emulator
@@ -35,9 +37,11 @@ def test_produce_run_query_matches_independent_computation(aws: AwsEnv, tmp_path
     shardflow(aws, "run", "page-views", "--until-idle", "2")
     stored = json.loads(shardflow(aws, "query", "page-views", "--format", "json"))
 
-    expected = compute(read_stream(aws.clients.kinesis, aws.settings.stream))
+    shards = read_stream(aws.clients.kinesis, aws.settings.stream)
+    expected = compute(shards)
     assert expected.invalid and expected.late, "the data set must exercise both reasons"
     assert_matches(stored, expected)
+    assert_same_as_clean_run(stored, shards)
     assert any(row["final"] for row in stored) and not all(row["final"] for row in stored)
 
     letters = drain_queue(aws.clients.sqs, aws.queue_url)

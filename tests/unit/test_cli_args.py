@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -352,8 +353,17 @@ def test_replay_prints_json_in_the_documented_shape(
     assert home["revenue"] == pytest.approx(10.0)
     assert home["latency_min"] == 40
     assert home["latency_max"] == 120
-    assert by_window["/cart", "2026-11-27T10:00:00Z"]["views"] == 1
-    assert by_window["/home", "2026-11-27T10:01:00Z"]["views"] == 1
+    # p99 of [40, 120]: rank floor(0.99 * 1) = 0, 40 to the sketch's 1%; users u1 and u2
+    assert home["latency_p99"] == pytest.approx(40, rel=0.01)
+    assert type(home["latency_p99"]) is float
+    assert home["unique_users"] == 2
+    assert type(home["unique_users"]) is int
+    cart = by_window["/cart", "2026-11-27T10:00:00Z"]
+    assert cart["views"] == 1
+    assert (cart["latency_p99"], cart["unique_users"]) == (pytest.approx(80, rel=0.01), 1)
+    later = by_window["/home", "2026-11-27T10:01:00Z"]
+    assert later["views"] == 1
+    assert (later["latency_p99"], later["unique_users"]) == (pytest.approx(10, rel=0.01), 1)
     assert "replayed 5 lines: 1 invalid, 0 late" in captured.err
     assert client_builds == []
 
@@ -363,12 +373,19 @@ def test_replay_table_and_csv(
 ) -> None:
     assert main(["replay", "page-views", str(events_file)]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:4] == ["key", "window_start", "window_end", "final"]
+    header = table.splitlines()[0].split()
+    assert header[:4] == ["key", "window_start", "window_end", "final"]
+    assert header[-2:] == ["latency_p99", "unique_users"]
     assert len(table.splitlines()) == 2 + 3
+    cart = next(line.split() for line in table.splitlines() if line.startswith("/cart"))
+    # the p99 (80 within 1%) with two decimals, the user count as an integer
+    assert 79.2 <= float(cart[-2]) <= 80.8 and re.fullmatch(r"\d+\.\d\d", cart[-2])
+    assert cart[-1] == "1"
 
     assert main(["replay", "page-views", str(events_file), "--format", "csv"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[0].startswith("pipeline,key,window_start,window_end,final")
+    assert rows[0].endswith(",latency_min,latency_max,latency_p99,unique_users")
     assert len(rows) == 1 + 3
 
 

@@ -46,6 +46,12 @@ from processors.windowing.windows import Window
 from schemas.errors import InvalidEvent
 from schemas.page_views import decode_page_view
 from schemas.timestamps import format_iso8601
+from tests.oracle import (
+    P99,
+    distinct_within_bounds,
+    exact_quantile,
+    quantile_within_bounds,
+)
 
 PIPELINE = PAGE_VIEWS
 NAME = PIPELINE.name
@@ -131,17 +137,31 @@ def flush(
 
 
 def stored_windows(store: MemoryPartialStore, shard: str = SHARD) -> dict[RowKey, dict[str, Any]]:
-    """(key, window start) -> decoded aggregate values of ``shard``'s stored rows."""
-    names = PIPELINE.aggregate_names
+    """(key, window start) -> aggregate values (results) of ``shard``'s stored rows."""
     return {
-        row.row_key: dict(zip(names, decode_states(PIPELINE.aggregates, row.state), strict=True))
+        row.row_key: {
+            spec.name: spec.aggregator.result(state)
+            for spec, state in zip(
+                PIPELINE.aggregates, decode_states(PIPELINE.aggregates, row.state), strict=True
+            )
+        }
         for (_, row_shard, _), row in store.rows.items()
         if row_shard == shard
     }
 
 
-def assert_same_windows(actual: dict[RowKey, dict[str, Any]], expected: dict[RowKey, Any]) -> None:
-    """Counts, minima and maxima exactly; sums within 1e-9 relative."""
+def near(latency: float) -> Any:
+    """latency_p99 as the sketch promises it: within 1% of the true value at its rank."""
+    return pytest.approx(latency, rel=0.01)
+
+
+def assert_same_windows(
+    actual: dict[RowKey, dict[str, Any]], expected: dict[RowKey, Any], *, exact_sketches: bool
+) -> None:
+    """Counts, minima and maxima exactly; sums within 1e-9 relative. The sketches exactly
+    when both sides are runs of the engine (sketch merges are exact and the sketch state
+    does not depend on the order of its values); against an exact computation, within the
+    sketches' documented error."""
     assert sorted(actual) == sorted(expected)
     for slot, want in expected.items():
         got = actual[slot]
@@ -149,6 +169,12 @@ def assert_same_windows(actual: dict[RowKey, dict[str, Any]], expected: dict[Row
         assert got["latency_min"] == want["latency_min"], slot
         assert got["latency_max"] == want["latency_max"], slot
         assert math.isclose(got["revenue"], want["revenue"], rel_tol=1e-9, abs_tol=1e-9), slot
+        if exact_sketches:
+            assert got["latency_p99"] == want["latency_p99"], slot
+            assert got["unique_users"] == want["unique_users"], slot
+        else:
+            assert quantile_within_bounds(got["latency_p99"], want["latency_p99"]), (slot, got)
+            assert distinct_within_bounds(got["unique_users"], want["unique_users"]), (slot, got)
 
 
 # -- 1. aggregation per key and window ---------------------------------------------------
@@ -158,18 +184,41 @@ def test_events_are_aggregated_per_key_and_window() -> None:
     store, letters = MemoryPartialStore(), MemoryDeadLetters()
     engine = new_engine(store)
     batch = records(
-        page_view(1_000, "/a", value=2, latency_ms=10),
-        page_view(30_000, "/a", value=3.5, latency_ms=5),
+        page_view(1_000, "/a", value=2, latency_ms=10, user_id="u1"),
+        page_view(30_000, "/a", value=3.5, latency_ms=5, user_id="u1"),
         page_view(5_000, "/b"),
-        page_view(61_000, "/a", latency_ms=7),
+        page_view(61_000, "/a", latency_ms=7, user_id="u2"),
     )
     engine.process(batch, loader(store))
     flush(engine, store, letters)
 
+    # The 0.99 quantile of n values is the value at rank floor(0.99 * (n - 1)): of two, the
+    # lower one. u1 viewed /a twice in the first minute: one user.
     assert stored_windows(store) == {
-        ("/a", T0): {"views": 2, "revenue": 5.5, "latency_min": 5, "latency_max": 10},
-        ("/b", T0): {"views": 1, "revenue": 0, "latency_min": None, "latency_max": None},
-        ("/a", T0 + MINUTE): {"views": 1, "revenue": 0, "latency_min": 7, "latency_max": 7},
+        ("/a", T0): {
+            "views": 2,
+            "revenue": 5.5,
+            "latency_min": 5,
+            "latency_max": 10,
+            "latency_p99": near(5),
+            "unique_users": 1,
+        },
+        ("/b", T0): {
+            "views": 1,
+            "revenue": 0,
+            "latency_min": None,
+            "latency_max": None,
+            "latency_p99": None,
+            "unique_users": 0,
+        },
+        ("/a", T0 + MINUTE): {
+            "views": 1,
+            "revenue": 0,
+            "latency_min": 7,
+            "latency_max": 7,
+            "latency_p99": near(7),
+            "unique_users": 1,
+        },
     }
     high_water = {row.row_key: row.high_water for row in store.rows.values()}
     assert high_water == {
@@ -307,7 +356,14 @@ def test_lateness_is_per_shard() -> None:
     flush(behind, store, letters)
     assert letters.letters == []
     assert stored_windows(store, "shard-behind") == {
-        ("/home", T0): {"views": 1, "revenue": 0, "latency_min": None, "latency_max": None}
+        ("/home", T0): {
+            "views": 1,
+            "revenue": 0,
+            "latency_min": None,
+            "latency_max": None,
+            "latency_p99": None,
+            "unique_users": 0,
+        }
     }
 
 
@@ -352,20 +408,30 @@ def test_a_restart_continues_rows_from_storage() -> None:
     """A new engine loads the stored row and adds to it, instead of starting it again."""
     store, letters = MemoryPartialStore(), MemoryDeadLetters()
     first = new_engine(store)
-    first.process(records(page_view(1_000, value=1), page_view(2_000, value=2)), loader(store))
+    first.process(
+        records(
+            page_view(1_000, value=1, latency_ms=30, user_id="u1"),
+            page_view(2_000, value=2, latency_ms=40, user_id="u2"),
+        ),
+        loader(store),
+    )
     flush(first, store, letters)
     del first  # the process stops; memory is gone
 
     second = new_engine(store)
-    batch = records(page_view(3_000, value=4), first=3)
+    batch = records(page_view(3_000, value=4, latency_ms=10, user_id="u3"), first=3)
     assert second.rows_to_load(batch) == [("/home", T0)]
-    second.process(records(page_view(3_000, value=4), first=3), loader(store))
+    second.process(batch, loader(store))
     flush(second, store, letters)
+    # The sketches continue too: p99 of [10, 30, 40] is rank floor(0.99 * 2) = 1, 30 (the
+    # second batch alone would give 10); three users (the second batch alone has one).
     assert stored_windows(store)[("/home", T0)] == {
         "views": 3,
         "revenue": 7,
-        "latency_min": None,
-        "latency_max": None,
+        "latency_min": 10,
+        "latency_max": 40,
+        "latency_p99": near(30),
+        "unique_users": 3,
     }
 
 
@@ -469,7 +535,8 @@ PAGES = ["/a", "/b", "/c"]
 def shard_records(draw: st.DrawFn, max_size: int = 40) -> list[Record]:
     """One shard's records in order: event times mostly increasing with jitter, about one
     in ten invalid, about one in ten stamped minutes back (late unless the shard is young),
-    some user records of KPL aggregates (same sequence number, rising sub-sequence)."""
+    some user records of KPL aggregates (same sequence number, rising sub-sequence), users
+    from a small pool (so they repeat)."""
     count = draw(st.integers(min_value=0, max_value=max_size))
     clock = T0 + draw(st.integers(min_value=0, max_value=MINUTE - 1))
     sequence, sub = BASE_SEQUENCE, 0
@@ -505,6 +572,9 @@ def shard_records(draw: st.DrawFn, max_size: int = 40) -> list[Record]:
             latency = draw(st.one_of(st.none(), st.floats(min_value=0, max_value=1e4)))
             if latency is not None:
                 event["latency_ms"] = latency
+            user = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=30)))
+            if user is not None:
+                event["user_id"] = f"user-{user}"
             data = orjson.dumps(event)
         result.append(Record(SHARD, Position(sequence, sub), "pk", data))
     return result
@@ -536,8 +606,11 @@ def uninterrupted(batch: list[Record]) -> Outcome:
 
 
 def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]], dict[str, str]]:
-    """Design.md section 3 from scratch: windows and dead letters, no engine code."""
+    """Design.md section 3 from scratch: windows and dead letters, no engine code. The p99
+    and the distinct users are exact (tests/oracle.py's rank convention)."""
     windows: dict[RowKey, dict[str, Any]] = {}
+    latencies: dict[RowKey, list[float]] = {}
+    users: dict[RowKey, set[str]] = {}
     letters: dict[str, str] = {}
     max_ts: int | None = None
     for record in batch:
@@ -561,12 +634,18 @@ def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]]
         window["views"] += 1
         if event.value is not None:
             window["revenue"] += event.value
+        if event.user_id is not None:
+            users.setdefault((event.page, start), set()).add(event.user_id)
         if event.latency_ms is not None:
+            latencies.setdefault((event.page, start), []).append(event.latency_ms)
             low, high = window["latency_min"], window["latency_max"]
             window["latency_min"] = event.latency_ms if low is None else min(low, event.latency_ms)
             window["latency_max"] = (
                 event.latency_ms if high is None else max(high, event.latency_ms)
             )
+    for slot, window in windows.items():
+        window["latency_p99"] = exact_quantile(latencies.get(slot, []), P99)
+        window["unique_users"] = len(users.get(slot, ()))
     return windows, letters
 
 
@@ -575,7 +654,7 @@ def independent_model(batch: list[Record]) -> tuple[dict[RowKey, dict[str, Any]]
 def test_an_uninterrupted_run_matches_an_independent_computation(batch: list[Record]) -> None:
     expected_windows, expected_letters = independent_model(batch)
     result = uninterrupted(batch)
-    assert_same_windows(result.windows, expected_windows)
+    assert_same_windows(result.windows, expected_windows, exact_sketches=False)
     assert {ident: reason for (ident, reason) in result.letters} == expected_letters
     assert all(times == 1 for times in result.letters.values())
     if batch:
@@ -632,7 +711,7 @@ def test_crashes_anywhere_store_exactly_what_an_uninterrupted_run_stores(
     event(f"crashes: {crashes}")
     event(f"late dead letters: {sum(reason == REASON_LATE for _, reason in expected.letters)}")
     event(f"dead letters sent twice: {sum(times > 1 for times in result.letters.values())}")
-    assert_same_windows(result.windows, expected.windows)
+    assert_same_windows(result.windows, expected.windows, exact_sketches=True)
     assert result.high_water == expected.high_water
     assert set(result.letters) == set(expected.letters)
     repeated = {ident for (ident, _), times in result.letters.items() if times > 1}
@@ -671,6 +750,7 @@ def events_within_lateness_groups(draw: st.DrawFn) -> tuple[list[bytes], list[by
                 draw(st.sampled_from(PAGES)),
                 value=draw(st.floats(min_value=0, max_value=1e4)),
                 latency_ms=draw(st.integers(min_value=0, max_value=5_000)),
+                user_id=f"user-{draw(st.integers(min_value=0, max_value=20))}",
             )
             for ts in group
         ]
@@ -687,5 +767,5 @@ def test_order_within_the_lateness_does_not_change_the_aggregates(
     ordered, shuffled = events
     in_order, out_of_order = uninterrupted(records(*ordered)), uninterrupted(records(*shuffled))
     assert not in_order.letters and not out_of_order.letters
-    assert_same_windows(out_of_order.windows, in_order.windows)
+    assert_same_windows(out_of_order.windows, in_order.windows, exact_sketches=True)
     assert sum(w["views"] for w in in_order.windows.values()) == len(ordered)

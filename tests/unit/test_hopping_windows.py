@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.sinks.dead_letters import dead_letter_body, dead_letter_id
 from processors.sinks.memory import MemoryPartialStore
+from processors.windowing.codec import IncompatibleState
 from processors.windowing.engine import REASON_LATE, ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
 from processors.windowing.results import merge_rows
@@ -128,3 +129,19 @@ def test_a_restart_counts_each_event_once_per_window() -> None:
     second.process(events[15:], lambda keys: store.load_rows(HOPPING.name, "s0", keys))
     flush(second, store, sent)
     assert views(store) == views(clean)
+
+
+def test_rows_written_under_another_step_are_refused() -> None:
+    """Same size, same window starts, other step: only the stored windows tell them apart."""
+    store = MemoryPartialStore()
+    engine = ShardEngine(HOPPING, store.register_shard(HOPPING.name, "stream", "s0"))
+    engine.process([record(1, 65_000)], lambda keys: [])
+    flush(engine, store, [])
+    other_step = replace(HOPPING, windows=HoppingWindows(MINUTE, 10_000))
+    restarted = ShardEngine(other_step, store.register_shard(HOPPING.name, "stream", "s0"))
+    with pytest.raises(IncompatibleState, match="hopping 60000 ms every 20000 ms"):
+        restarted.process(
+            [record(2, 66_000)], lambda keys: store.load_rows(HOPPING.name, "s0", keys)
+        )
+    with pytest.raises(IncompatibleState, match="give it a new name"):
+        merge_rows(other_step, store.read_rows(HOPPING.name), [])

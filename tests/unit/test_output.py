@@ -16,7 +16,7 @@ from processors.windowing.results import WindowResult
 from processors.windowing.windows import Window
 from shardflow.output import FORMATS, render, render_csv, render_json, render_table
 
-COLUMNS = ["views", "revenue", "latency_min", "latency_max"]
+COLUMNS = ["views", "revenue", "latency_min", "latency_max", "latency_p99", "unique_users"]
 FIXED = ["pipeline", "key", "window_start", "window_end", "final"]
 
 
@@ -40,15 +40,25 @@ def result(
         "revenue": 12.5,
         "latency_min": 40.0,
         "latency_max": 120.5,
+        "latency_p99": 119.73028534335387,  # a sketch's estimate: a float with many digits
+        "unique_users": 2,
     }
     defaults.update(values)
     return WindowResult("page-views", key, Window(start, start + size), final, defaults, 1)
 
 
 RESULTS = [
-    result("/home", T0, True, views=1234567, revenue=1999.999),
+    result("/home", T0, True, views=1234567, revenue=1999.999, unique_users=1234),
     result("/search", T0 + 60_000, False, views=2, revenue=0.0, latency_min=None),
-    result("/a-much-longer-page-name", T0, True, views=0, latency_max=None),
+    result(
+        "/a-much-longer-page-name",
+        T0,
+        True,
+        views=0,
+        latency_max=None,
+        latency_p99=None,
+        unique_users=0,
+    ),
 ]
 
 
@@ -68,6 +78,8 @@ def test_json_is_one_array_in_the_documented_shape() -> None:
             "revenue": 12.5,
             "latency_min": 40.0,
             "latency_max": 120.5,
+            "latency_p99": 119.73028534335387,
+            "unique_users": 2,
         }
     ]
     assert list(parsed[0]) == [*FIXED, *COLUMNS]
@@ -80,6 +92,8 @@ def test_json_keeps_order_types_and_nulls() -> None:
     assert parsed[0]["views"] == 1234567
     assert isinstance(parsed[0]["views"], int)
     assert parsed[1]["latency_min"] is None
+    assert parsed[0]["unique_users"] == 1234 and isinstance(parsed[0]["unique_users"], int)
+    assert parsed[2]["latency_p99"] is None and parsed[2]["unique_users"] == 0
     assert parsed[1]["window_start"] == "2026-11-27T10:01:00Z"
     assert parsed[1]["window_end"] == "2026-11-27T10:02:00Z"
     for item in parsed:
@@ -124,6 +138,8 @@ def test_csv_has_a_header_and_one_row_per_result() -> None:
     assert first["window_end"] == "2026-11-27T10:01:00Z"
     assert first["views"] == "1234567"
     assert float(first["revenue"]) == pytest.approx(1999.999)
+    assert float(first["latency_p99"]) == 119.73028534335387  # every digit: lossless
+    assert first["unique_users"] == "1234"
     finals = [dict(zip(rows[0], row, strict=True))["final"] for row in rows[1:]]
     assert finals[0] == finals[2] != finals[1]
 
@@ -191,11 +207,14 @@ def test_table_cells() -> None:
     home, search, longer = cells[2:]
     assert home[:4] == ["/home", "2026-11-27T10:00:00Z", "2026-11-27T10:01:00Z", "final"]
     assert home[4:6] == ["1,234,567", "2,000.00"]
+    assert home[8:10] == ["119.73", "1,234"]  # p99 with two decimals, users as a count
     assert search[3] == "open"
     assert search[6] == "-"
+    assert search[8:10] == ["119.73", "2"]
     assert longer[0] == "/a-much-longer-page-name"
     assert longer[4] == "0"
     assert longer[7] == "-"
+    assert longer[8:10] == ["-", "0"]
 
 
 def test_table_marks_final_and_open_windows() -> None:
@@ -231,3 +250,19 @@ def test_render_dispatches_on_format() -> None:
     assert render(RESULTS, COLUMNS, "json") == render_json(RESULTS)
     assert render(RESULTS, COLUMNS, "table") == render_table(RESULTS, COLUMNS)
     assert read_csv(render(RESULTS, COLUMNS, "csv")) == read_csv(render_csv(RESULTS, COLUMNS))
+
+
+def test_a_top_k_reads_as_item_and_count_in_a_table_and_as_json_in_csv() -> None:
+    window = Window(0, 60_000)
+    results = [
+        WindowResult(
+            "device-sessions", "d1", window, True, {"n": 3, "top": [["E4", 2], ["E1", 1]]}, 1
+        ),
+        WindowResult("device-sessions", "d2", window, True, {"n": 1_200, "top": []}, 1),
+    ]
+    table = render_table(results, ["n", "top"]).splitlines()
+    assert table[2].endswith("    3  E4: 2, E1: 1")  # numbers right, the list left
+    assert table[3].endswith("1,200  -")
+    rows = list(csv.DictReader(io.StringIO(render_csv(results, ["n", "top"]))))
+    assert [json.loads(row["top"]) for row in rows] == [[["E4", 2], ["E1", 1]], []]
+    assert json.loads(render_json(results))[0]["top"] == [["E4", 2], ["E1", 1]]

@@ -21,6 +21,8 @@ from processors.windowing.engine import ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
 from processors.windowing.results import is_final, merge_rows
 from processors.windowing.windows import Window
+from tests.oracle import P99, distinct_within_bounds, exact_quantile, quantile_within_bounds
+from tests.unit.merge_laws import fold
 
 NAME = PAGE_VIEWS.name
 STREAM = "clickstream"
@@ -30,14 +32,24 @@ T0 = 1_795_773_600_000  # 2026-11-27T10:00:00Z
 WINDOW = Window(T0, T0 + MINUTE)
 
 
+P99_SKETCH = PAGE_VIEWS.aggregates[4].aggregator
+USERS_SKETCH = PAGE_VIEWS.aggregates[5].aggregator
+
+
 def page_view(
-    ts: int, page: str, value: float | None = None, latency: float | None = None
+    ts: int,
+    page: str,
+    value: float | None = None,
+    latency: float | None = None,
+    user: str | None = None,
 ) -> bytes:
     event: dict[str, Any] = {"event_id": f"e{ts}", "ts": ts, "page": page}
     if value is not None:
         event["value"] = value
     if latency is not None:
         event["latency_ms"] = latency
+    if user is not None:
+        event["user_id"] = user
     return orjson.dumps(event)
 
 
@@ -113,12 +125,12 @@ def test_two_shards_merge_into_one_result_per_window() -> None:
     run_shard(
         store,
         "shard-1",
-        [page_view(T0 + 1_000, "/a", 2.5, 40), page_view(T0 + 2_000, "/b", None, 7)],
+        [page_view(T0 + 1_000, "/a", 2.5, 40, "u1"), page_view(T0 + 2_000, "/b", None, 7)],
     )
     run_shard(
         store,
         "shard-2",
-        [page_view(T0 + 3_000, "/a", 1.0, 12), page_view(T0 + 61_000, "/a", 4.0, None)],
+        [page_view(T0 + 3_000, "/a", 1.0, 12, "u1"), page_view(T0 + 61_000, "/a", 4.0, None)],
     )
     results = merge_rows(PAGE_VIEWS, store.read_rows(NAME), store.read_progress(NAME))
 
@@ -127,13 +139,32 @@ def test_two_shards_merge_into_one_result_per_window() -> None:
         ("/a", Window(T0 + MINUTE, T0 + 2 * MINUTE), 1),
         ("/b", WINDOW, 1),
     ]
+    # p99 of [12, 40]: rank floor(0.99 * 1) = 0, so 12 (to the sketch's 1%); u1 viewed /a
+    # on both shards and counts once.
     assert results[0].values == {
         "views": 2,
         "revenue": 3.5,
         "latency_min": 12,
         "latency_max": 40,
+        "latency_p99": pytest.approx(12, rel=0.01),
+        "unique_users": 1,
     }
-    assert results[2].values == {"views": 1, "revenue": 0, "latency_min": 7, "latency_max": 7}
+    assert results[1].values == {
+        "views": 1,
+        "revenue": 4.0,
+        "latency_min": None,
+        "latency_max": None,
+        "latency_p99": None,
+        "unique_users": 0,
+    }
+    assert results[2].values == {
+        "views": 1,
+        "revenue": 0,
+        "latency_min": 7,
+        "latency_max": 7,
+        "latency_p99": pytest.approx(7, rel=0.01),
+        "unique_users": 0,
+    }
     assert all(r.pipeline == NAME for r in results)
     # shard-1 only reached T0+2s: nothing is closed on it yet
     assert not any(r.final for r in results)
@@ -163,6 +194,7 @@ def events_on_two_shards(draw: st.DrawFn) -> tuple[list[bytes], list[bytes], lis
                     "page": st.sampled_from(["/a", "/b"]),
                     "value": st.one_of(st.none(), st.floats(min_value=0, max_value=1e5)),
                     "latency": st.one_of(st.none(), st.integers(min_value=0, max_value=10_000)),
+                    "user": st.one_of(st.none(), st.sampled_from([f"u{i}" for i in range(12)])),
                     "shard": st.sampled_from(["shard-1", "shard-2"]),
                 }
             ),
@@ -172,7 +204,7 @@ def events_on_two_shards(draw: st.DrawFn) -> tuple[list[bytes], list[bytes], lis
     events.sort(key=lambda e: e["ts"])
     payloads = {
         shard: [
-            page_view(e["ts"], e["page"], e["value"], e["latency"])
+            page_view(e["ts"], e["page"], e["value"], e["latency"], e["user"])
             for e in events
             if e["shard"] == shard
         ]
@@ -208,6 +240,14 @@ def test_merged_rows_equal_the_aggregate_of_all_events(
         )
         assert result.values["latency_min"] == (min(latencies) if latencies else None)
         assert result.values["latency_max"] == (max(latencies) if latencies else None)
+        # The sketches merged from two shards are exactly the sketch of all events in one
+        # pass, and within their documented error of the exact values.
+        users = [e["user"] for e in group if e["user"] is not None]
+        p99, distinct = result.values["latency_p99"], result.values["unique_users"]
+        assert p99 == P99_SKETCH.result(fold(P99_SKETCH, latencies))
+        assert distinct == USERS_SKETCH.result(fold(USERS_SKETCH, users))
+        assert quantile_within_bounds(p99, exact_quantile(latencies, P99))
+        assert distinct_within_bounds(distinct, len(set(users)))
         assert result.shards == len({e["shard"] for e in group})
 
 

@@ -143,3 +143,19 @@ def test_every_row_gets_a_sketch_of_its_own() -> None:
     )
     counts = {key: ApproxDistinct().result(row.states[0]) for key, row in engine.snapshot().items()}
     assert counts == {("/a", 0): 1, ("/b", 0): 2}
+
+
+@given(st.lists(st.integers(0, 40), max_size=4_096 // 4))
+def test_the_stored_distinct_sketch_lists_exactly_the_set_registers(ranks: list[int]) -> None:
+    """Sparse while under an eighth of the registers are set, dense otherwise; either way
+    it round-trips, and the sparse form lists every set register in order."""
+    sketch = ApproxDistinct()
+    state = bytearray(4_096)
+    state[: len(ranks)] = bytes(ranks)
+    stored = sketch.to_stored(state)
+    expected = [(index, rank) for index, rank in enumerate(state) if rank]
+    if len(expected) * 8 < 4_096:
+        assert stored["sparse"] == expected
+    else:
+        assert "dense" in stored
+    assert sketch.from_stored(orjson.loads(orjson.dumps(stored))) == state
