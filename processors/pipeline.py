@@ -74,6 +74,13 @@ class Pipeline(Generic[E]):
             raise ValueError(f"pipeline name must be non-empty and contain no '#': {self.name!r}")
         if self.allowed_lateness_ms < 0:
             raise ValueError("allowed lateness must be >= 0")
+        for what, name in (
+            ("source", self.source),
+            ("sinks.results_table", self.sinks.results_table),
+            ("sinks.dead_letter_queue", self.sinks.dead_letter_queue),
+        ):
+            if name is not None and not name.strip():
+                raise ValueError(f"{what} must be a name, or None for the configured one")
         if self.idle_timeout_ms is not None and self.idle_timeout_ms <= 0:
             raise ValueError("idle timeout must be positive (or None for never)")
         names = [spec.name for spec in self.aggregates]

@@ -9,6 +9,10 @@ from processors.sinks.ports import PartialStore
 from processors.windowing.results import WindowResult, merge_rows
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
+from schemas.timestamps import MAX_EPOCH_MS
+
+END_OF_TIME = MAX_EPOCH_MS + 1
+"""No window starts at or after this: storage keys hold 13 digits."""
 
 
 def query_windows(
@@ -56,17 +60,19 @@ def _session_rows(
         return store.read_rows(pipeline.name)
     gap = windows.gap_ms
     low = None if since_ms is None else max(0, since_ms - since_ms % gap - gap)
-    high = None if until_ms is None else until_ms - until_ms % gap + 2 * gap
+    high = None if until_ms is None else min(END_OF_TIME, until_ms - until_ms % gap + 2 * gap)
     reach = 4 * gap
     while True:
         rows = store.read_rows(pipeline.name, key, low, high)
         starts = [row.window.start_ms for row in rows]
         widen_low = low is not None and low > 0 and any(start < low + gap for start in starts)
-        widen_high = high is not None and any(start >= high - gap for start in starts)
+        widen_high = (
+            high is not None and high < END_OF_TIME and any(start >= high - gap for start in starts)
+        )
         if not (widen_low or widen_high):
             return rows
         if widen_low and low is not None:
             low = max(0, low - reach)
         if widen_high and high is not None:
-            high += reach
+            high = min(END_OF_TIME, high + reach)
         reach *= 2

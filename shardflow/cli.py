@@ -31,7 +31,14 @@ from shardflow.output import FORMATS, render
 from shardflow.replay import replay_file
 from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
-from shardflow.wiring import ensure_for, make_runner, make_store
+from shardflow.wiring import (
+    MixedStreams,
+    default_pipelines,
+    ensure_for,
+    make_runner,
+    make_store,
+    stream_of,
+)
 from streams.aws_errors import ResourceMissing, describe
 from streams.producer import BatchProducer, ProduceSummary
 from streams.runner import RunnerOptions
@@ -132,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pipelines",
         nargs="*",
         metavar="PIPELINE",
-        help="default: the pipelines that read the configured stream (page-views)",
+        help="default: the pipelines that declare the configured stream as their source, "
+        "or else those that read whatever stream is configured (page-views)",
     )
     run.add_argument(
         "--until-idle",
@@ -247,18 +255,13 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    names = args.pipelines or sorted(n for n, p in PIPELINES.items() if p.source is None)
+    names = args.pipelines or default_pipelines(settings, list(PIPELINES.values()))
     pipelines = [get_pipeline(name) for name in names]
-    streams = {settings.stream_for(p.source) for p in pipelines}
-    if len(streams) > 1:
-        print(
-            "shardflow run: these pipelines read different streams ("
-            + ", ".join(f"{p.name} reads {settings.stream_for(p.source)}" for p in pipelines)
-            + "): start one `shardflow run` per stream, or name one with --stream",
-            file=sys.stderr,
-        )
+    try:
+        settings = replace(settings, stream=stream_of(settings, pipelines))
+    except MixedStreams as exc:
+        print(f"shardflow run: {exc}", file=sys.stderr)
         return 2
-    settings = replace(settings, stream=next(iter(streams)))
     clients = make_clients(settings)
     runner = make_runner(
         clients, settings, pipelines, RunnerOptions(flush_interval=args.flush_interval)

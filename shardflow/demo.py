@@ -132,7 +132,7 @@ def _run(
     settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
 ) -> int:
     clients = make_clients(settings)
-    report = ensure_for(clients, settings, shards)
+    report = ensure_for(clients, settings, shards, [PAGE_VIEWS])
     for line in report.lines():
         print(line, flush=True)
     runner = make_runner(clients, settings, [PAGE_VIEWS], RunnerOptions(flush_interval=1.0))

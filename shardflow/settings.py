@@ -64,8 +64,12 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             service_endpoints=services,
+            # A variable that repeats the default (as a copied LocalStack env file does)
+            # chooses nothing: declared names still apply.
             chosen=frozenset(
-                name for name, variable in _NAME_VARIABLES.items() if env.get(variable)
+                name
+                for name, variable in _NAME_VARIABLES.items()
+                if env.get(variable) and env[variable] != getattr(cls, name)
             ),
         )
 

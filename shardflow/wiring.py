@@ -11,7 +11,13 @@ from botocore.exceptions import ClientError
 from processors.pipeline import Pipeline
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.sqs_dead_letters import SqsDeadLetters
-from shardflow.resources import ResourceNames, ResourceReport, ensure_resources
+from shardflow.resources import (
+    ResourceNames,
+    ResourceReport,
+    ensure_queue,
+    ensure_resources,
+    ensure_table,
+)
 from shardflow.settings import Settings
 from streams.aws_errors import ResourceMissing, is_not_found
 from streams.runner import EmbeddedRunner, RunnerOptions
@@ -20,14 +26,36 @@ if TYPE_CHECKING:
     from streams.clients import AwsClients
 
 
+class MixedStreams(ValueError):
+    """Pipelines that read different streams were asked to run in one process."""
+
+
+def stream_of(settings: Settings, pipelines: Sequence[Pipeline[Any]]) -> str:
+    """The one stream ``pipelines`` read; raises :class:`MixedStreams` naming each."""
+    streams = {settings.stream_for(p.source) for p in pipelines}
+    if len(streams) != 1:
+        raise MixedStreams(
+            "these pipelines read different streams ("
+            + ", ".join(f"{p.name} reads {settings.stream_for(p.source)}" for p in pipelines)
+            + "): start one `shardflow run` per stream, or name one with --stream"
+        )
+    return streams.pop()
+
+
+def default_pipelines(settings: Settings, pipelines: Sequence[Pipeline[Any]]) -> list[str]:
+    """What ``shardflow run`` runs when no pipeline is named: those that declare the
+    configured stream as their source, or else those that read whatever is configured."""
+    declared = [p.name for p in pipelines if p.source == settings.stream]
+    return declared or [p.name for p in pipelines if p.source is None]
+
+
 def resource_names(settings: Settings) -> ResourceNames:
     return ResourceNames(
         stream=settings.stream,
         table=settings.table,
         dead_letter_queue=settings.dead_letter_queue,
         alert_topic=settings.alert_topic,
-        # A chosen stream is what every pipeline reads: no other stream is needed.
-        **({"other_streams": ()} if "stream" in settings.chosen else {}),
+        other_streams=(),
     )
 
 
@@ -38,31 +66,23 @@ def ensure_for(
     pipelines: Sequence[Pipeline[Any]] = (),
 ) -> ResourceReport:
     """Every resource the configured names need (``shardflow up``, the demo), and the
-    sources and sinks ``pipelines`` declare."""
+    streams, tables and queues ``pipelines`` declare (each once)."""
     names = resource_names(settings)
+    streams = {settings.stream_for(p.source) for p in pipelines} - {names.stream}
+    names = replace(names, other_streams=tuple(sorted(streams)))
     report = ensure_resources(
         clients.kinesis, clients.dynamodb, clients.sqs, clients.sns, names, shards
     )
-    declared = {
-        replace(
-            names,
-            stream=settings.stream_for(p.source),
-            table=settings.table_for(p.sinks.results_table),
-            dead_letter_queue=settings.dead_letter_queue_for(p.sinks.dead_letter_queue),
-            other_streams=(),
-        )
-        for p in pipelines
-    }
-    for extra in declared - {replace(names, other_streams=())}:
-        more = ensure_resources(
-            clients.kinesis, clients.dynamodb, clients.sqs, clients.sns, extra, shards
-        )
-        report.created += [line for line in more.created if line not in report.created]
-        report.existing += [
-            line
-            for line in more.existing
-            if line not in report.existing and line not in report.created
-        ]
+    # Declared sinks: their lines join the report; its URL and ARNs stay the defaults'.
+    extra = ResourceReport()
+    tables = {settings.table_for(p.sinks.results_table) for p in pipelines} - {names.table}
+    for table in sorted(tables):
+        ensure_table(clients.dynamodb, replace(names, table=table), extra)
+    queues = {settings.dead_letter_queue_for(p.sinks.dead_letter_queue) for p in pipelines}
+    for queue in sorted(queues - {names.dead_letter_queue}):
+        ensure_queue(clients.sqs, replace(names, dead_letter_queue=queue), extra)
+    report.created += extra.created
+    report.existing += extra.existing
     return report
 
 
@@ -103,6 +123,9 @@ def make_runner(
     pipelines: Sequence[Pipeline[Any]],
     options: RunnerOptions | None = None,
 ) -> EmbeddedRunner:
+    """A runner for ``pipelines``, which must read one stream (:func:`stream_of`), with
+    each pipeline's own table and queue."""
+    settings = replace(settings, stream=stream_of(settings, pipelines))
     stores: dict[str, DynamoPartialStore] = {}
     letters: dict[str, SqsDeadLetters] = {}
     by_table: dict[str, DynamoPartialStore] = {}

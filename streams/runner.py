@@ -151,12 +151,16 @@ class EmbeddedRunner:
                 continue  # parents are read to their end first
             engines = []
             for pipeline in self._pipelines:
+                floor = self._frontier(pipeline, shard_id) if any(parents) else None
                 store = self._stores[pipeline.name]
-                progress = store.register_shard(pipeline.name, self._identity, shard_id)
+                progress = store.register_shard(pipeline.name, self._identity, shard_id, floor)
                 engines.append(ShardEngine(pipeline, progress))
             if all(engine.durable.ended for engine in engines):
                 self._finished.add(shard_id)
                 continue
+            for engine in engines:
+                if engine.idle and engine.pipeline.idle_timeout_ms is None:
+                    self._wake(shard_id, engine)  # idleness was turned off since
             checkpoints = [engine.durable.checkpoint for engine in engines]
             start_after = None if None in checkpoints else min(c for c in checkpoints if c)
             reader = ShardReader(self._kinesis, self._stream, shard_id, start_after)
@@ -175,11 +179,27 @@ class EmbeddedRunner:
     def _register_children(self, shard_id: str) -> None:
         """Register a closed shard's children before its end is recorded, so a query never
         sees a moment where every known shard has ended while the children hold data."""
-        for shard in self._list_shards():
-            if shard_id in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
-                for pipeline in self._pipelines:
-                    store = self._stores[pipeline.name]
-                    store.register_shard(pipeline.name, self._identity, shard["ShardId"])
+        children = [
+            shard["ShardId"]
+            for shard in self._list_shards()
+            if shard_id in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
+        ]
+        for pipeline in self._pipelines:
+            if not children:
+                break
+            # A child starts at what is final now: registering it (active, no events yet)
+            # must not make a final window open again, nor take events for one.
+            floor = self._frontier(pipeline, shard_id)
+            store = self._stores[pipeline.name]
+            for child in children:
+                store.register_shard(pipeline.name, self._identity, child, floor)
+
+    def _frontier(self, pipeline: Pipeline[Any], shard_id: str) -> int | None:
+        store = self._stores[pipeline.name]
+        shards = self._retrying(
+            "reading progress", shard_id, lambda: store.read_progress(pipeline.name)
+        )
+        return final_frontier(shards, pipeline.allowed_lateness_ms)
 
     def _retrying(self, what: str, shard_id: str, call: Callable[[], _T]) -> _T:
         """``call()``, retried with backoff on throttling and transient errors."""
@@ -228,7 +248,7 @@ class EmbeddedRunner:
         if result.records:
             for engine in worker.engines:
                 if engine.idle:
-                    self._wake(worker, engine)
+                    self._wake(worker.shard_id, engine)
                 engine.process(result.records, self._loader(engine.pipeline.name, worker.shard_id))
             worker.last_record_at = now
             self.stats.records += len(result.records)
@@ -238,34 +258,28 @@ class EmbeddedRunner:
 
     # -- idleness -------------------------------------------------------------------
 
-    def _write_progress_only(
-        self, worker: _ShardWorker, engine: ShardEngine, plan: FlushPlan
-    ) -> None:
+    def _write_progress_only(self, shard_id: str, engine: ShardEngine, plan: FlushPlan) -> None:
         if plan.progress is None:
             return
         progress = plan.progress
         self._retrying(
             "writing progress",
-            worker.shard_id,
+            shard_id,
             lambda: self._stores[engine.pipeline.name].write_progress(
                 engine.pipeline.name, self._identity, progress
             ),
         )
         engine.confirm_flush(plan)
 
-    def _wake(self, worker: _ShardWorker, engine: ShardEngine) -> None:
+    def _wake(self, shard_id: str, engine: ShardEngine) -> None:
         """An idle shard sent records: lift its watermark to what is final now, durably,
         before any of them is applied (ShardEngine.plan_wake)."""
         pipeline = engine.pipeline
-        store = self._stores[pipeline.name]
-        shards = self._retrying(
-            "reading progress", worker.shard_id, lambda: store.read_progress(pipeline.name)
-        )
-        frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
-        self._write_progress_only(worker, engine, engine.plan_wake(frontier))
+        frontier = self._frontier(pipeline, shard_id)
+        self._write_progress_only(shard_id, engine, engine.plan_wake(frontier))
         log.info(
             "shard %s: %s active again; windows ending by %s stay final without it",
-            worker.shard_id,
+            shard_id,
             pipeline.name,
             frontier,
         )
@@ -282,7 +296,7 @@ class EmbeddedRunner:
             if timeout is None or engine.idle or quiet * 1000 < timeout:
                 continue
             plan = engine.plan_idle(int(self._wall_clock() * 1000))
-            self._write_progress_only(worker, engine, plan)
+            self._write_progress_only(worker.shard_id, engine, plan)
             log.info(
                 "shard %s: quiet for %.0fs, idle for %s: its windows no longer wait for it",
                 worker.shard_id,

@@ -97,19 +97,22 @@ class DynamoPartialStore:
 
     # -- progress -------------------------------------------------------------------
 
-    def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
+    def register_shard(
+        self, pipeline: str, stream: str, shard_id: str, watermark_floor: int | None = None
+    ) -> ShardProgress:
+        item: dict[str, Any] = {
+            "pk": {"S": progress_pk(pipeline)},
+            "sk": {"S": shard_id},
+            "kind": {"S": "progress"},
+            "stream": {"S": stream},
+        }
+        if watermark_floor is not None:
+            item["watermark_floor"] = {"N": str(watermark_floor)}
         try:
             self._client.put_item(
-                TableName=self._table,
-                Item={
-                    "pk": {"S": progress_pk(pipeline)},
-                    "sk": {"S": shard_id},
-                    "kind": {"S": "progress"},
-                    "stream": {"S": stream},
-                },
-                ConditionExpression="attribute_not_exists(pk)",
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
-            return ShardProgress(shard_id)
+            return ShardProgress(shard_id, watermark_floor=watermark_floor)
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise

@@ -20,12 +20,16 @@ class MemoryPartialStore:
         self.progress: dict[tuple[str, str], ShardProgress] = {}
         self.streams: dict[tuple[str, str], str] = {}
 
-    def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
+    def register_shard(
+        self, pipeline: str, stream: str, shard_id: str, watermark_floor: int | None = None
+    ) -> ShardProgress:
         with self._lock:
             stored = self.streams.setdefault((pipeline, shard_id), stream)
             if stored != stream:
                 raise StreamMismatch(pipeline, stored, stream)
-            return self.progress.setdefault((pipeline, shard_id), ShardProgress(shard_id))
+            return self.progress.setdefault(
+                (pipeline, shard_id), ShardProgress(shard_id, watermark_floor=watermark_floor)
+            )
 
     def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None:
         with self._lock:

@@ -32,11 +32,16 @@ class PartialStore(Protocol):
     :class:`StaleWrite`.
     """
 
-    def register_shard(self, pipeline: str, stream: str, shard_id: str) -> ShardProgress:
+    def register_shard(
+        self, pipeline: str, stream: str, shard_id: str, watermark_floor: int | None = None
+    ) -> ShardProgress:
         """The shard's durable progress, creating an empty record for a new shard.
 
         ``stream`` identifies the stream (name, or ARN and creation time); a shard already
-        registered for another stream raises :class:`StreamMismatch`.
+        registered for another stream raises :class:`StreamMismatch`. A new shard starts
+        with ``watermark_floor`` (a child of a resharded shard starts at what is already
+        final, so that its registration cannot make a final window open again); an
+        existing one keeps its progress.
         """
         ...
 

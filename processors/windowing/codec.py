@@ -70,13 +70,18 @@ def decode_states(
         )
     stored = document["aggregates"]
     expected = [spec.name for spec in specs]
-    if sorted(stored) != sorted(expected):
+    if not set(stored) <= set(expected):
         raise IncompatibleState(
             f"stored aggregates {sorted(stored)} differ from the pipeline's {sorted(expected)}: "
             "the pipeline definition changed; give it a new name or clear its rows"
         )
     states = []
     for spec in specs:
+        if spec.name not in stored:
+            # An aggregate added to the pipeline after the row was written: the row holds
+            # none of it, which is its initial state.
+            states.append(spec.aggregator.initial())
+            continue
         kind, version, value = stored[spec.name]
         if kind != spec.aggregator.kind or version != spec.aggregator.version:
             raise IncompatibleState(
@@ -85,7 +90,7 @@ def decode_states(
             )
         try:
             states.append(spec.aggregator.from_stored(value))
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             # A sketch's settings changed (precision, accuracy, capacity) or the blob is
             # damaged: refuse it with the aggregate's name, as for any definition change.
             raise IncompatibleState(

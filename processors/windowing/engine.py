@@ -25,7 +25,7 @@ from processors.windowing.codec import IncompatibleState, StateCodec
 from processors.windowing.fold import compile_fold
 from processors.windowing.records import Position, Record
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
-from processors.windowing.windows import Window
+from processors.windowing.windows import SessionWindows, Window
 from schemas.errors import InvalidEvent
 
 HORIZON_STEP_MS = 600_000
@@ -384,9 +384,10 @@ class ShardEngine:
     ) -> DeadLetter:
         first = missed[0]
         more = f" and {len(missed) - 1} later windows" if len(missed) > 1 else ""
+        what = "session bucket" if isinstance(self.pipeline.windows, SessionWindows) else "window"
         return DeadLetter(
             REASON_LATE,
-            f"event time {ts} is in window [{first.start_ms}, {first.end_ms}){more}, already "
+            f"event time {ts} is in {what} [{first.start_ms}, {first.end_ms}){more}, already "
             f"closed on shard {self.shard_id} (watermark {watermark})",
             self.pipeline.name,
             record,

@@ -8,15 +8,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
+import orjson
 import pytest
 
+from processors.pipelines.device_sessions import DEVICE_SESSIONS
+from processors.query import query_windows
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.memory import MemoryPartialStore
 from processors.sinks.ports import PartialStore, StaleWrite, StreamMismatch
-from processors.windowing.engine import Intent, ShardProgress
-from processors.windowing.records import Position
+from processors.windowing.engine import Intent, ShardEngine, ShardProgress
+from processors.windowing.records import Position, Record
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import Window
+from schemas.timestamps import MAX_EPOCH_MS
 from tests.conftest import Emulator, make_aws_env
 
 BIG_SEQUENCE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
@@ -135,3 +139,29 @@ def test_idleness_and_the_watermark_floor_round_trip(store: PartialStore) -> Non
     store.write_progress("p", "stream", woke)
     store.write_intent("p", "stream", Intent("s-1", 700_000, None))
     assert store.read_progress("p") == [replace(woke, horizon=700_000)]
+
+
+def test_a_new_shard_can_start_at_a_watermark_floor_and_an_old_one_keeps_its_progress(
+    store: PartialStore,
+) -> None:
+    assert store.register_shard("p", "stream", "child", watermark_floor=120_000) == ShardProgress(
+        "child", watermark_floor=120_000
+    )
+    store.write_progress("p", "stream", ShardProgress("child", Position(3), 200_000))
+    again = store.register_shard("p", "stream", "child", watermark_floor=999_000)
+    assert again == ShardProgress("child", Position(3), 200_000)
+    assert store.read_progress("p") == [again]
+
+
+def test_a_session_query_to_the_end_of_time_finds_the_sessions(store: PartialStore) -> None:
+    """Widening a session read must stay within the 13-digit keys: past them a DynamoDB
+    range read sorts below every row and returns nothing."""
+    pipeline = DEVICE_SESSIONS
+    engine = ShardEngine(pipeline, store.register_shard(pipeline.name, "stream", "s-1"))
+    data = orjson.dumps({"device_id": "d1", "ts": 1_795_773_600_000})
+    engine.process([Record("s-1", Position(1), "pk", data)], lambda keys: [])
+    plan = engine.plan_flush()
+    store.write_rows(plan.rows)
+    for until in (None, MAX_EPOCH_MS, 2_000_000_000_000):
+        (session,) = query_windows(store, pipeline, "d1", 0, until)
+        assert session.values["readings"] == 1

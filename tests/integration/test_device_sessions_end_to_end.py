@@ -138,6 +138,12 @@ def test_a_declared_pipeline_reads_its_own_stream_and_writes_its_own_sinks(
 
     assert main(["up", "--shards", "1"]) == 0
     created = capsys.readouterr().out
+    named = [
+        tuple(line.split()[1:3])
+        for line in created.splitlines()
+        if line.split()[0] in ("created", "exists")
+    ]
+    assert len(named) == len(set(named)), f"a resource reported twice: {created}"
     for resource in (mine.source, mine.sinks.results_table, mine.sinks.dead_letter_queue):
         assert f"{resource}" in created, resource
     lines = [orjson.dumps({"event_id": str(n), "ts": T0 + n, "page": "/pay"}) for n in range(5)] + [

@@ -3,10 +3,12 @@ file the README uses, and the stream it reads."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from processors.pipeline import Sinks
 from processors.pipelines import PIPELINES
 from processors.pipelines.device_sessions import DEVICE_SESSIONS
 from processors.windowing.windows import Window
@@ -16,6 +18,7 @@ from shardflow.cli import main
 from shardflow.replay import replay_file
 from shardflow.resources import ResourceNames
 from shardflow.settings import Settings
+from shardflow.wiring import MixedStreams, default_pipelines, stream_of
 
 T0 = 1_795_773_600_000  # 2026-11-27T10:00:00Z
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "device-readings.jsonl"
@@ -88,6 +91,42 @@ def test_a_chosen_stream_is_read_by_every_pipeline() -> None:
     chosen = Settings().with_overrides(stream="mine")
     assert chosen.stream_for("device-readings") == chosen.stream_for(None) == "mine"
     assert Settings.from_env({"SHARDFLOW_STREAM": "env"}).stream_for("device-readings") == "env"
+    # An environment that merely repeats the defaults (a copied LocalStack env file)
+    # chooses nothing.
+    copied = Settings.from_env({"SHARDFLOW_STREAM": "clickstream"})
+    assert copied.stream_for("device-readings") == "device-readings"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (Settings(), ["page-views"]),
+        (Settings().with_overrides(stream="device-readings"), ["device-sessions"]),
+        (Settings().with_overrides(stream="my-clicks"), ["page-views"]),
+    ],
+    ids=["default", "a declared source", "another stream"],
+)
+def test_run_without_names_runs_the_pipelines_of_the_configured_stream(
+    settings: Settings, expected: list[str]
+) -> None:
+    assert default_pipelines(settings, list(PIPELINES.values())) == expected
+
+
+def test_one_runner_reads_one_stream() -> None:
+    pipelines = [PIPELINES["page-views"], DEVICE_SESSIONS]
+    with pytest.raises(MixedStreams, match="device-sessions reads device-readings"):
+        stream_of(Settings(), pipelines)
+    assert stream_of(Settings().with_overrides(stream="s"), pipelines) == "s"
+    assert stream_of(Settings(), [DEVICE_SESSIONS]) == "device-readings"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"source": ""}, {"sinks": Sinks(results_table=" ")}, {"sinks": Sinks(dead_letter_queue="")}],
+)
+def test_declared_names_must_be_names(change: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="must be a name"):
+        replace(DEVICE_SESSIONS, **change)  # type: ignore[arg-type]
 
 
 def test_run_refuses_pipelines_on_different_streams_before_touching_aws(

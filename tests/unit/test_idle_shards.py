@@ -234,3 +234,31 @@ def test_the_runner_marks_quiet_shards_idle_and_wakes_them_with_the_frontier() -
     assert [orjson.loads(letter.record.data)["ts"] for letter in dead.letters] == [30_000]
     assert query_windows(store, PAGE_VIEWS, key="/a")[0].values["views"] == 2
     assert query_windows(store, PAGE_VIEWS, key="/b")[0].values["views"] == 2
+
+
+def test_a_child_of_a_resharded_shard_starts_at_what_is_final() -> None:
+    """A split registers children with no events: were they to start with no watermark,
+    the frontier would fall back and final windows would open again, and take events."""
+    kinesis = FakeKinesis()
+    kinesis.put("a", page_view(30_000))
+    kinesis.put("b", page_view(600_000, "/b"))
+    store, dead = MemoryPartialStore(), MemoryDeadLetters()
+    run(kinesis, store, dead, idle_ms=100)
+    assert query_windows(store, PAGE_VIEWS, key="/a")[0].final
+
+    kinesis.closed.add("b")  # b splits; its child c takes an old event for /a
+    kinesis.parents["c"] = "b"
+    kinesis.put("c", page_view(40_000))
+    run(kinesis, store, dead, idle_ms=10_000)
+    progress = {p.shard_id: p for p in store.read_progress(NAME)}
+    assert progress["b"].ended
+    assert progress["c"].watermark_floor == 600_000 - LATENESS
+    (first,) = query_windows(store, PAGE_VIEWS, key="/a")
+    assert first.final and first.values["views"] == 1
+    assert [orjson.loads(letter.record.data)["ts"] for letter in dead.letters] == [40_000]
+
+    kinesis.put("a", page_view(45_000))  # and a wakes: still late
+    run(kinesis, store, dead, idle_ms=10_000)
+    (first,) = query_windows(store, PAGE_VIEWS, key="/a")
+    assert first.final and first.values["views"] == 1
+    assert len(dead.letters) == 2

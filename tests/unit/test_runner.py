@@ -77,8 +77,10 @@ def test_a_newer_checkpoint_from_another_writer_stops_the_runner() -> None:
     # Another worker moved the checkpoint far ahead after this runner loaded its progress.
     original = store.register_shard
 
-    def register_then_race(pipeline: str, stream: str, shard_id: str) -> ShardProgress:
-        progress = original(pipeline, stream, shard_id)
+    def register_then_race(
+        pipeline: str, stream: str, shard_id: str, floor: int | None = None
+    ) -> ShardProgress:
+        progress = original(pipeline, stream, shard_id, floor)
         store.write_progress(pipeline, stream, ShardProgress(shard_id, Position(99)))
         return progress
 
