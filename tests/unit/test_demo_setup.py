@@ -168,7 +168,9 @@ def test_the_view_reuses_one_store_and_closes_it(monkeypatch: pytest.MonkeyPatch
 
     assert stop.is_set()
     (store,) = stores
-    assert len(queried) >= 3  # two refreshes and the final view
+    # At least one refresh and the final view (a loaded machine may fit one refresh
+    # fewer into the 2.2 s): enough to see that every view uses the same store.
+    assert len(queried) >= 2
     assert all(q is store for q in queried)
     assert store.closed
     assert terminal.getvalue().count("shardflow demo:") == len(queried)
