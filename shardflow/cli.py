@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
@@ -40,7 +39,6 @@ from shardflow.wiring import (
     stream_of,
 )
 from streams.aws_errors import ResourceMissing, describe
-from streams.producer import BatchProducer, ProduceSummary
 from streams.runner import RunnerOptions
 
 if TYPE_CHECKING:
@@ -133,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="event field used as partition key (default event_id)",
     )
     produce.add_argument("--seed", type=int, default=7, help="seed for --synthetic")
+    produce.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="pack events into KPL aggregates, one shard's events each (fewer records and "
+        "PUT payload units; readers must deaggregate: shardflow, the KCL and Lambda do)",
+    )
+    produce.add_argument(
+        "--ordered",
+        action="store_true",
+        help="keep each partition key's events in order, even through retries (slower)",
+    )
+    produce.add_argument(
+        "--failures",
+        default="produce-failures.jsonl",
+        metavar="PATH",
+        help="where events that could not be sent are written, with the reason "
+        "(default produce-failures.jsonl; only written when something failed)",
+    )
 
     run = commands.add_parser("run", help="process all shards")
     run.add_argument(
@@ -175,6 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS)
     demo.add_argument(
         "--rate", type=positive_float, default=40.0, help="events per second (default 40)"
+    )
+
+    # `shardflow ingest` (shardflow/ingest.py): HTTP events into Kinesis.
+    ingest = commands.add_parser("ingest", help="HTTP endpoint that sends events into Kinesis")
+    ingest.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ingest.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
+    ingest.add_argument(
+        "--pipeline",
+        default="page-views",
+        help="pipeline of POST /v1/events (default page-views); "
+        "POST /v1/pipelines/NAME/events names another",
+    )
+    ingest.add_argument(
+        "--partition-key",
+        default="event_id",
+        metavar="FIELD",
+        help="event field used as partition key (default event_id)",
     )
     return parser
 
@@ -229,29 +262,49 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.file not in (None, "-"):
         with open(args.file, "rb"):
             pass  # a missing or unreadable file is reported before any AWS call
+    from shardflow.produce import ProduceReport, produce  # noqa: PLC0415
+    from streams.kinesis_producer import KinesisProducer, ProducerConfig  # noqa: PLC0415
+
     clients = make_clients(settings)
-    producer = BatchProducer(clients.kinesis, settings.stream)
-    last_report = [time.monotonic()]
+    config = ProducerConfig(aggregate=args.aggregate, ordered=args.ordered)
+    interactive = sys.stderr.isatty()
 
-    def progress(summary: ProduceSummary) -> None:
-        if sys.stderr.isatty() and time.monotonic() - last_report[0] > 1:
-            last_report[0] = time.monotonic()
-            print(f"\r{summary.sent} sent, {len(summary.failed)} failed", end="", file=sys.stderr)
+    def progress(report: ProduceReport) -> None:
+        if interactive:
+            rate = report.sent / report.elapsed if report.elapsed else 0.0
+            print(
+                f"\r{report.read} read, {report.sent} sent, {len(report.failures)} failed, "
+                f"{rate:,.0f} events/s",
+                end="",
+                file=sys.stderr,
+            )
 
-    if args.synthetic is not None:
-        summary = producer.send(
-            synthetic_records(args.synthetic, args.seed, args.partition_key), args.rate, progress
-        )
-    else:
-        with open_input(args.file) as stream:
-            summary = producer.send(file_records(stream, args.partition_key), args.rate, progress)
-    if sys.stderr.isatty():
+    with KinesisProducer(clients.kinesis, settings.stream, config) as producer:
+        if args.synthetic is not None:
+            records = synthetic_records(args.synthetic, args.seed, args.partition_key)
+            report = produce(producer, records, args.rate, progress)
+        else:
+            with open_input(args.file) as stream:
+                records = file_records(stream, args.partition_key)
+                report = produce(producer, records, args.rate, progress)
+    if interactive:
         print(file=sys.stderr)
-    for line in summary.lines():
+    for line in report.lines():
         print(line)
-    for failure in summary.failed:
+    if not report.failures:
+        return 0
+    with open(args.failures, "wb") as out:
+        report.write_failures(out)
+    for failure in report.failures[:10]:
         print(f"line {failure.ref}: not sent: {failure.reason}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    more = len(report.failures) - 10
+    print(
+        f"shardflow produce: {len(report.failures)} events not sent"
+        + (f" ({more} more not shown)" if more > 0 else "")
+        + f"; each is in {args.failures} with its reason",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,6 +352,27 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args.duration, args.shards, args.rate, _stop_on_signals())
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    # Starlette and uvicorn load for this command only.
+    from shardflow.ingest import IngestOptions, ProducerUnavailable, run_ingest  # noqa: PLC0415
+
+    get_pipeline(args.pipeline)  # an unknown name exits 2, listing the known ones
+    options = IngestOptions(default_pipeline=args.pipeline, partition_key=args.partition_key)
+    try:
+        return run_ingest(
+            settings,
+            make_clients(settings),
+            PIPELINES,
+            args.host,
+            args.port,
+            options,
+            verbose=args.verbose,
+        )
+    except ProducerUnavailable as exc:
+        print(f"shardflow ingest: {exc}", file=sys.stderr)
+        return 1
+
+
 COMMANDS = {
     "emulator": cmd_emulator,
     "up": cmd_up,
@@ -307,6 +381,7 @@ COMMANDS = {
     "query": cmd_query,
     "replay": cmd_replay,
     "demo": cmd_demo,
+    "ingest": cmd_ingest,
 }
 
 EXPECTED_ERRORS = (

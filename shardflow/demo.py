@@ -17,10 +17,11 @@ from processors.windowing.results import WindowResult
 from shardflow.emulator import EMULATOR_CREDENTIALS, EmulatorProcess
 from shardflow.input import synthetic_records
 from shardflow.output import render_table
+from shardflow.produce import ProduceReport, produce
 from shardflow.settings import Settings
 from shardflow.wiring import ensure_for, make_runner, make_store
 from streams.clients import make_clients
-from streams.producer import BatchProducer, ProduceSummary
+from streams.kinesis_producer import KinesisProducer
 from streams.runner import EmbeddedRunner, RunnerOptions
 
 log = logging.getLogger("shardflow.demo")
@@ -84,7 +85,7 @@ def _view(
     store: DynamoPartialStore,
     settings: Settings,
     runner: EmbeddedRunner,
-    produced: ProduceSummary,
+    produced: ProduceReport,
     started: float,
 ) -> str:
     results = query_windows(store, PAGE_VIEWS, since_ms=_now_ms() - VIEW_WINDOW_MS)
@@ -98,7 +99,7 @@ def _view(
     return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
 
 
-def _drain(runner: EmbeddedRunner, produced: ProduceSummary, thread: threading.Thread) -> None:
+def _drain(runner: EmbeddedRunner, produced: ProduceReport, thread: threading.Thread) -> None:
     """Let the runner catch up with what was produced (up to 10 s) before stopping it."""
     deadline = time.monotonic() + 10
     while thread.is_alive() and runner.stats.records < produced.sent:
@@ -136,14 +137,13 @@ def _run(
     for line in report.lines():
         print(line, flush=True)
     runner = make_runner(clients, settings, [PAGE_VIEWS], RunnerOptions(flush_interval=1.0))
-    producer = BatchProducer(clients.kinesis, settings.stream)
-    produced = ProduceSummary()
+    produced = ProduceReport()
 
     runner_stop = threading.Event()
 
-    def produce() -> None:
-        def update(summary: ProduceSummary) -> None:
-            produced.sent = summary.sent
+    def send() -> None:
+        def update(report: ProduceReport) -> None:
+            produced.sent = report.sent
 
         events = synthetic_records(
             None,
@@ -153,9 +153,10 @@ def _run(
             late_fraction=0.01,
             invalid_fraction=0.01,
         )
-        producer.send(events, rate, update)
+        with KinesisProducer(clients.kinesis, settings.stream) as producer:
+            update(produce(producer, events, rate, update))
 
-    producer_thread = _Thread("producer", produce, stop)
+    producer_thread = _Thread("producer", send, stop)
     runner_thread = _Thread("runner", lambda: runner.run(runner_stop), stop)
     view_store = make_store(clients, settings)  # one store (and thread pool) for every view
     try:

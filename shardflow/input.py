@@ -8,12 +8,21 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import orjson
 
 from shardflow.synthetic import synthetic_page_views
-from streams.producer import OutgoingRecord
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One event to put. ``ref`` says where it came from (a line number) for reports."""
+
+    data: bytes
+    partition_key: str
+    ref: int = 0
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.windowing.records import Position, Record, make_record
 from streams.aws_errors import ResourceMissing, error_code, is_retryable
+from streams.kpl import MalformedAggregate, decode_aggregate, is_aggregate
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -31,7 +33,7 @@ class ReadResult:
     """The iterator expired and was dropped; read again at once."""
 
 
-def _arrival_ms(raw: dict[str, Any]) -> int | None:
+def _arrival_ms(raw: Mapping[str, Any]) -> int | None:
     arrival = raw.get("ApproximateArrivalTimestamp")
     if arrival is None:
         return None
@@ -39,7 +41,12 @@ def _arrival_ms(raw: dict[str, Any]) -> int | None:
 
 
 class ShardReader:
-    """Reads one shard in order, from just after ``start_after`` (or its oldest record)."""
+    """Reads one shard in order, from just after ``start_after`` (or its oldest record).
+
+    KPL aggregates are expanded into their user records: Position(sequence, index in the
+    aggregate), each with its own partition key and the aggregate's arrival time. Any other
+    Kinesis record is one record at sub-sequence 0.
+    """
 
     def __init__(
         self,
@@ -52,22 +59,29 @@ class ShardReader:
         self._kinesis = kinesis
         self._stream = stream
         self.shard_id = shard_id
-        self._last: Position | None = start_after
+        self._skip_through: Position | None = start_after
+        """Records at or before this are not delivered (set until it has been passed)."""
+        self._read_through: int | None = None
+        """The sequence number of the last Kinesis record received, all of it delivered."""
         self._iterator: str | None = None
         self._limit = limit
         self.ended = False
 
     def _new_iterator(self) -> str:
         kwargs: dict[str, Any] = {"StreamName": self._stream, "ShardId": self.shard_id}
-        if self._last is None:
-            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
-        elif self._last.sub > 0:
-            # Inside a KPL aggregate: read it again; the engines skip what they have.
-            kwargs["ShardIteratorType"] = "AT_SEQUENCE_NUMBER"
-            kwargs["StartingSequenceNumber"] = self._last.sequence_number
-        else:
+        if self._read_through is not None:
+            # Every user record of that Kinesis record was delivered: go on after it.
             kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
-            kwargs["StartingSequenceNumber"] = self._last.sequence_number
+            kwargs["StartingSequenceNumber"] = str(self._read_through)
+        elif self._skip_through is not None:
+            # A checkpoint may lie inside a KPL aggregate, at any sub-sequence number
+            # (0 included: the first user record of an aggregate is at sub 0, just like a
+            # plain record, so the two cannot be told apart). Read the checkpoint's Kinesis
+            # record again and skip what is at or before the checkpoint.
+            kwargs["ShardIteratorType"] = "AT_SEQUENCE_NUMBER"
+            kwargs["StartingSequenceNumber"] = self._skip_through.sequence_number
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         try:
             return self._kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
         except ClientError as exc:
@@ -95,21 +109,51 @@ class ShardReader:
                 log.warning("shard %s: %s, backing off", self.shard_id, code or exc)
                 return ReadResult(throttled=True)
             raise
-        shard_id = self.shard_id
-        records = [
-            make_record(
-                shard_id,
-                int(raw["SequenceNumber"]),
-                0,
-                raw["PartitionKey"],
-                raw["Data"],
-                _arrival_ms(raw),  # type: ignore[arg-type]
-            )
-            for raw in response.get("Records", [])
-        ]
-        if records:
-            self._last = records[-1].position
+        raws = response.get("Records", [])
+        records = self._expand(raws)
+        if raws:
+            self._read_through = int(raws[-1]["SequenceNumber"])
+            skip = self._skip_through
+            if skip is not None:
+                records = [record for record in records if record.position > skip]
+                if self._read_through >= skip.sequence:
+                    self._skip_through = None
         self._iterator = response.get("NextShardIterator")
         if self._iterator is None:
             self.ended = True
         return ReadResult(records, response.get("MillisBehindLatest"), self.ended)
+
+    def _expand(self, raws: Sequence[Mapping[str, Any]]) -> list[Record]:
+        """One record per plain Kinesis record, one per user record of an aggregate."""
+        shard_id = self.shard_id
+        records: list[Record] = []
+        append = records.append
+        for raw in raws:
+            sequence = int(raw["SequenceNumber"])
+            data: bytes = raw["Data"]
+            arrival = _arrival_ms(raw)
+            if is_aggregate(data):
+                try:
+                    users = decode_aggregate(data)
+                except MalformedAggregate as exc:
+                    # Magic and MD5 say aggregate, but the protobuf is broken. Stopping
+                    # here would stop the shard for good; instead the record goes on as
+                    # one plain record (sub 0), which the pipelines dead-letter as invalid.
+                    log.warning(
+                        "shard %s: record %s is a malformed KPL aggregate (%s); "
+                        "passing it on whole",
+                        shard_id,
+                        sequence,
+                        exc,
+                    )
+                    users = None
+                if users is not None:
+                    for sub, user in enumerate(users):
+                        append(
+                            make_record(
+                                shard_id, sequence, sub, user.partition_key, user.data, arrival
+                            )
+                        )
+                    continue
+            append(make_record(shard_id, sequence, 0, raw["PartitionKey"], data, arrival))
+        return records

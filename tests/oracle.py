@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -111,8 +111,9 @@ class Expected:
         )
 
 
-def compute(shards: dict[str, list[tuple[str, bytes]]]) -> Expected:
-    """``shards``: shard id -> [(sequence number, data)] in shard order.
+def compute(shards: Mapping[str, Sequence[tuple[Any, ...]]]) -> Expected:
+    """``shards``: shard id -> [(sequence number, data)] in shard order, or
+    [(sequence number, sub-sequence number, data)] for user records of KPL aggregates.
 
     Sums are added per shard in shard order, then the shards' sums in shard-id order: the
     order a float sum takes when partial rows are merged, so results compare exactly.
@@ -123,8 +124,9 @@ def compute(shards: dict[str, list[tuple[str, bytes]]]) -> Expected:
     users: dict[tuple[str, int], set[str]] = {}
     for shard_id, records in sorted(shards.items()):
         max_ts: int | None = None
-        for sequence, data in records:
-            ident = (shard_id, sequence, 0)
+        for item in records:
+            sequence, sub, data = item if len(item) == 3 else (item[0], 0, item[1])
+            ident = (shard_id, sequence, sub)
             event = parse_valid(data)
             if event is None:
                 expected.invalid.add(ident)

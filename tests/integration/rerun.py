@@ -9,6 +9,7 @@ all six aggregates, which catches an event counted twice or lost in a sketch (a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from processors.pipelines.page_views import PAGE_VIEWS
@@ -21,14 +22,19 @@ from schemas.timestamps import format_iso8601
 STREAM = "rerun"
 
 
-def clean_run(shards: dict[str, list[tuple[str, bytes]]]) -> dict[tuple[str, str], dict[str, Any]]:
+def clean_run(
+    shards: Mapping[str, Sequence[tuple[Any, ...]]],
+) -> dict[tuple[str, str], dict[str, Any]]:
     """(key, ISO window start) -> aggregate values, from ``shards`` (shard id -> [(sequence
     number, data)] in shard order, as :func:`tests.oracle.read_stream` returns them)."""
     store = MemoryPartialStore()
     for shard_id, records in sorted(shards.items()):
         engine = ShardEngine(PAGE_VIEWS, store.register_shard(PAGE_VIEWS.name, STREAM, shard_id))
         engine.process(
-            [make_record(shard_id, int(sequence), 0, "", data) for sequence, data in records],
+            [
+                make_record(shard_id, int(item[0]), item[1] if len(item) == 3 else 0, "", item[-1])
+                for item in records
+            ],
             lambda keys: [],
         )
         plan = engine.plan_flush()
@@ -43,7 +49,7 @@ def clean_run(shards: dict[str, list[tuple[str, bytes]]]) -> dict[tuple[str, str
 
 
 def assert_same_as_clean_run(
-    stored: list[dict[str, Any]], shards: dict[str, list[tuple[str, bytes]]]
+    stored: list[dict[str, Any]], shards: Mapping[str, Sequence[tuple[Any, ...]]]
 ) -> None:
     """Every aggregate of every stored window (query --format json) equals the clean run's."""
     expected = clean_run(shards)

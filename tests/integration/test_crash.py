@@ -20,9 +20,12 @@ import time
 import pytest
 
 from processors.sinks.dynamodb_store import DynamoPartialStore
-from streams.producer import BatchProducer, OutgoingRecord
+from shardflow.input import OutgoingRecord
+from shardflow.produce import ProduceReport, produce
+from streams.kinesis_producer import KinesisProducer, ProducerConfig
 from tests.conftest import Emulator, make_aws_env
 from tests.integration.events import page_view_lines
+from tests.integration.kpl_reader import deaggregated
 from tests.integration.rerun import assert_same_as_clean_run
 from tests.oracle import assert_matches, compute, dead_letter_ids, drain_queue, read_stream
 
@@ -42,9 +45,17 @@ def test_sigkill_under_load_then_exact_aggregates(emulator: Emulator, round_: in
     lines = page_view_lines(9_000, seed=seed)
     records = [OutgoingRecord(line, f"k{rng.randrange(10**9)}", i) for i, line in enumerate(lines)]
 
-    producer = BatchProducer(aws.clients.kinesis, aws.settings.stream)
-    produced = []
-    writer = threading.Thread(target=lambda: produced.append(producer.send(records, rate=1_200)))
+    produced: list[ProduceReport] = []
+
+    # The second round packs the events into KPL aggregates: kills then land inside them,
+    # and restarts resume from a sub-sequence checkpoint.
+    config = ProducerConfig(aggregate=round_ == 2)
+
+    def write() -> None:
+        with KinesisProducer(aws.clients.kinesis, aws.settings.stream, config) as producer:
+            produced.append(produce(producer, records, rate=1_200))
+
+    writer = threading.Thread(target=write)
     writer.start()
 
     run = [*aws.cli(), "run", "page-views", "--flush-interval", "0.2"]
@@ -58,7 +69,8 @@ def test_sigkill_under_load_then_exact_aggregates(emulator: Emulator, round_: in
         runner.wait()
         kills += 1
     writer.join()
-    assert produced and not produced[0].failed, "the producer lost records"
+    assert produced and not produced[0].failures, "the producer lost records"
+    assert produced[0].sent == len(records)
 
     store = DynamoPartialStore(aws.clients.dynamodb, aws.settings.table)
     progress = store.read_progress("page-views")
@@ -76,7 +88,8 @@ def test_sigkill_under_load_then_exact_aggregates(emulator: Emulator, round_: in
         timeout=120,
     )
     assert query.returncode == 0, query.stderr.decode()
-    shards = read_stream(aws.clients.kinesis, aws.settings.stream)
+    shards = deaggregated(read_stream(aws.clients.kinesis, aws.settings.stream))
+    assert sum(len(user) for user in shards.values()) == len(records)
     expected = compute(shards)
     stored = json.loads(query.stdout)
     assert_matches(stored, expected)  # the sketches within their error bounds

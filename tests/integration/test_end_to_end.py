@@ -32,7 +32,7 @@ def test_produce_run_query_matches_independent_computation(aws: AwsEnv, tmp_path
     events.write_bytes(b"\n".join(lines) + b"\n")
 
     summary = shardflow(aws, "produce", str(events))
-    assert "records sent      2000" in summary
+    assert "events sent       2000" in summary
 
     shardflow(aws, "run", "page-views", "--until-idle", "2")
     stored = json.loads(shardflow(aws, "query", "page-views", "--format", "json"))

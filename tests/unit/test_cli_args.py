@@ -21,14 +21,21 @@ import pytest
 from processors.pipelines import PIPELINES
 from shardflow import cli
 from shardflow.cli import build_parser, main, parse_time
+from streams.kpl import decode_aggregate
 
 T0_TEXT = "2026-11-27T10:00:00Z"
 T0 = int(datetime(2026, 11, 27, 10, 0, tzinfo=UTC).timestamp() * 1000)
 
 
 class FakeKinesis:
+    """One shard; keeps what it was sent, in order."""
+
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
+
+    def list_shards(self, **kwargs: Any) -> dict[str, Any]:
+        whole = {"StartingHashKey": "0", "EndingHashKey": str(2**128 - 1)}
+        return {"Shards": [{"ShardId": "shardId-000000000000", "HashKeyRange": whole}]}
 
     def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.entries.extend(Records)
@@ -252,8 +259,8 @@ def test_produce_file_sends_every_line_and_prints_a_summary(
     assert entries[0]["PartitionKey"] == "e1"
     assert entries[2]["PartitionKey"] == "e2"
     out = capsys.readouterr().out
-    assert "records read      3" in out
-    assert "records sent      3" in out
+    assert "events read       3" in out
+    assert "events sent       3" in out
     assert "PUT payload units 3" in out
 
 
@@ -279,7 +286,7 @@ def test_produce_synthetic(client_builds: list[Any], capsys: pytest.CaptureFixtu
     entries = client_builds[0].kinesis.entries
     assert len(entries) == 25
     assert len({e["PartitionKey"] for e in entries}) == 25
-    assert "records sent      25" in capsys.readouterr().out
+    assert "events sent       25" in capsys.readouterr().out
 
 
 def test_produce_reports_records_it_could_not_send_and_exits_1(
@@ -289,14 +296,34 @@ def test_produce_reports_records_it_could_not_send_and_exits_1(
     oversize = event(2, padding="x" * (1024 * 1024))
     path.write_bytes(event(1) + b"\n" + oversize + b"\n" + event(3) + b"\n")
 
-    assert main(["produce", str(path)]) == 1
+    failures = tmp_path / "failed.jsonl"
+    assert main(["produce", str(path), "--failures", str(failures)]) == 1
 
     assert [e["PartitionKey"] for e in client_builds[0].kinesis.entries] == ["e1", "e3"]
     captured = capsys.readouterr()
-    assert "records sent      2" in captured.out
+    assert "events sent       2" in captured.out
     assert "failed            1" in captured.out
     assert "line 2: not sent:" in captured.err
     assert "limit" in captured.err
+    assert str(failures) in captured.err
+    # The failure file holds the event itself, with its line and the reason.
+    (failed,) = [orjson.loads(line) for line in failures.read_bytes().splitlines()]
+    assert failed["line"] == 2 and "limit" in failed["reason"]
+    assert failed["data"].encode() == oversize
+
+
+def test_produce_aggregate_packs_events_into_kpl_records(
+    tmp_path: Path, client_builds: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event(n) + b"\n" for n in range(1, 51)))
+    assert main(["produce", str(path), "--aggregate"]) == 0
+    (record,) = client_builds[0].kinesis.entries  # one shard: one aggregate
+    users = decode_aggregate(record["Data"])
+    assert users is not None and [u.data for u in users] == [event(n) for n in range(1, 51)]
+    out = capsys.readouterr().out
+    assert "Kinesis records   1 (50.0 events each)" in out
+    assert "events sent       50" in out
 
 
 def test_produce_missing_file_exits_1_with_a_clear_message(

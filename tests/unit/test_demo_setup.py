@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sys
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from shardflow import demo
 from shardflow.emulator import EMULATOR_CREDENTIALS
 from shardflow.settings import Settings
+from streams.kinesis_producer import ProducerStats, PutResult
 from streams.runner import RunStats
 
 EMULATOR_URL = "http://127.0.0.1:4999"
@@ -121,15 +123,28 @@ class FakeRunner:
 
 
 class FakeProducer:
+    """The producer library's put/flush/close, resolving every put at once."""
+
     records: list[Any] = []
 
-    def __init__(self, kinesis: Any, stream: str) -> None:
+    def __init__(self, kinesis: Any, stream: str, config: Any = None) -> None:
+        self.stats = ProducerStats()
+
+    def __enter__(self) -> FakeProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         pass
 
-    def send(self, records: Any, rate: float | None, on_progress: Any) -> None:
-        for record in records:  # ends when the demo's stop event is set
-            FakeProducer.records.append(record)
-            threading.Event().wait(0.001)
+    def put(self, data: bytes, partition_key: str) -> Future[PutResult]:
+        FakeProducer.records.append((data, partition_key))
+        threading.Event().wait(0.001)
+        future: Future[PutResult] = Future()
+        future.set_result(PutResult("s", str(len(FakeProducer.records)), 0))
+        return future
+
+    def flush(self) -> None:
+        pass
 
 
 class Terminal(io.StringIO):
@@ -159,7 +174,7 @@ def test_the_view_reuses_one_store_and_closes_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(demo, "make_runner", lambda *args: FakeRunner())
     monkeypatch.setattr(demo, "make_store", make_store)
     monkeypatch.setattr(demo, "query_windows", query_windows)
-    monkeypatch.setattr(demo, "BatchProducer", FakeProducer)
+    monkeypatch.setattr(demo, "KinesisProducer", FakeProducer)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stdout", terminal)
 
@@ -174,6 +189,6 @@ def test_the_view_reuses_one_store_and_closes_it(monkeypatch: pytest.MonkeyPatch
     assert all(q is store for q in queried)
     assert store.closed
     assert terminal.getvalue().count("shardflow demo:") == len(queried)
-    # The producer got synthetic page views, numbered from 1, until the demo stopped.
-    assert [r.ref for r in FakeProducer.records[:3]] == [1, 2, 3]
-    assert orjson.loads(FakeProducer.records[0].data)["page"]
+    # The producer got synthetic page views, keyed by their event ids, until the demo stopped.
+    first = orjson.loads(FakeProducer.records[0][0])
+    assert first["page"] and FakeProducer.records[0][1] == first["event_id"]

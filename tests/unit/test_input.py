@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from schemas.errors import InvalidEvent
 from schemas.page_views import decode_page_view
 from shardflow.input import file_records, open_input, partition_key_for, synthetic_records
-from streams.producer import OutgoingRecord, check_record
+from streams.producer_api import check_record
 
 
 def md5(line: bytes) -> str:
@@ -69,7 +69,7 @@ def test_long_field_values_are_cut_to_a_valid_partition_key() -> None:
     line = orjson.dumps({"event_id": "x" * 1000})
     key = partition_key_for(line, "event_id")
     assert key == "x" * 256
-    assert check_record(OutgoingRecord(line, key)) is None
+    assert check_record(line, key) is None
 
 
 def test_non_ascii_field_values_are_kept() -> None:
@@ -96,7 +96,7 @@ def test_property_every_line_gets_a_valid_stable_key(line: bytes) -> None:
     key = partition_key_for(line, "event_id")
     assert key == partition_key_for(line, "event_id")
     assert 1 <= len(key) <= 256
-    assert check_record(OutgoingRecord(line, key)) is None
+    assert check_record(line, key) is None
 
 
 # --- file_records --------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_synthetic_records_are_numbered_keyed_and_valid_json() -> None:
     events = [orjson.loads(r.data) for r in records]
     assert [r.partition_key for r in records] == [e["event_id"] for e in events]
     assert len({r.partition_key for r in records}) == 20
-    assert all(check_record(r) is None for r in records)
+    assert all(check_record(r.data, r.partition_key) is None for r in records)
 
 
 def test_synthetic_records_zero() -> None:
@@ -210,5 +210,7 @@ def test_synthetic_records_invalid_fraction() -> None:
     records = list(synthetic_records(200, seed=2, field="event_id", invalid_fraction=0.5))
     invalid = [r for r in records if not is_page_view(r.data)]
     assert 50 < len(invalid) < 150
-    assert all(check_record(r) is None for r in records)  # sent anyway: dead-lettered later
+    assert all(
+        check_record(r.data, r.partition_key) is None for r in records
+    )  # sent anyway: dead-lettered later
     assert all(is_page_view(r.data) for r in synthetic_records(200, 2, "event_id"))

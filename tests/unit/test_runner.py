@@ -3,6 +3,8 @@ and refuses to continue when another writer owns newer state."""
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 
@@ -12,6 +14,7 @@ from processors.sinks.memory import MemoryDeadLetters, MemoryPartialStore
 from processors.sinks.ports import StaleWrite
 from processors.windowing.engine import ShardProgress
 from processors.windowing.records import Position
+from streams.kpl import MAGIC, AggregateBuilder, UserRecord
 from streams.runner import EmbeddedRunner, RunnerOptions
 from tests.unit.fake_kinesis import FakeKinesis, client_error
 
@@ -171,3 +174,57 @@ def test_a_flush_retried_after_a_failure_does_not_send_dead_letters_again() -> N
     assert not failures and len(dead.letters) == 1
     progress = store.read_progress("page-views")[0]
     assert progress.dead_letters_through == Position(2)
+
+
+# -- KPL aggregates -------------------------------------------------------------------
+
+
+def aggregate(*events: bytes) -> bytes:
+    builder = AggregateBuilder(1 << 20)
+    for index, event in enumerate(events):
+        assert builder.add(UserRecord(f"user-{index}", None, event))
+    return builder.build()
+
+
+@pytest.mark.parametrize("done", [1, 2, 3])
+def test_aggregated_records_count_once_through_a_restart_inside_an_aggregate(done: int) -> None:
+    """The first run stops with its checkpoint inside the aggregate at sequence 2, after
+    ``done`` of its 4 user records: it reads a shard where that Kinesis record holds only
+    those (same sequence number, same first user records), which is then replaced by the
+    full aggregate. The restart reads the aggregate again and applies only the rest."""
+    events = [view(1_000 + i) for i in range(4)]
+    kinesis = FakeKinesis()
+    kinesis.put("s0", view(500), aggregate(*events[:done]))
+    store, dead = MemoryPartialStore(), MemoryDeadLetters()
+    runner_for(kinesis, store, dead).run(until_idle=0.05)
+    assert store.read_progress("page-views")[0].checkpoint == Position(2, done - 1)
+
+    kinesis.shards["s0"][1] = aggregate(*events)
+    kinesis.put("s0", aggregate(view(2_000), view(3_000)), view(4_000))
+    requests = len(kinesis.iterator_requests)
+    stats = runner_for(kinesis, store, dead).run(until_idle=0.05)
+    restart = kinesis.iterator_requests[requests]
+    assert (restart["ShardIteratorType"], restart["StartingSequenceNumber"]) == (
+        "AT_SEQUENCE_NUMBER",
+        "2",
+    )
+    assert stats.records == (4 - done) + 2 + 1
+    [window] = query_windows(store, PAGE_VIEWS)
+    assert window.values["views"] == 1 + 4 + 2 + 1
+    assert store.read_progress("page-views")[0].checkpoint == Position(4)
+    assert not dead.letters
+
+
+def test_a_malformed_aggregate_is_dead_lettered_and_the_shard_goes_on() -> None:
+    body = b"\x0a\x01k\x1a\x02\x08\x05"  # an index outside the table, and no data
+    kinesis = FakeKinesis()
+    kinesis.put("s0", aggregate(view(1_000)), MAGIC + body + hashlib.md5(body).digest())
+    kinesis.put("s0", aggregate(view(2_000), view(3_000)))
+    store, dead = MemoryPartialStore(), MemoryDeadLetters()
+    stats = runner_for(kinesis, store, dead).run(until_idle=0.05)
+    assert stats.dead_letters == {"invalid": 1}
+    [letter] = dead.letters
+    assert letter.record.position == Position(2)
+    [window] = query_windows(store, PAGE_VIEWS)
+    assert window.values["views"] == 3
+    assert store.read_progress("page-views")[0].checkpoint == Position(3, 1)
