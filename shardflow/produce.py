@@ -114,7 +114,8 @@ def produce(
             last_progress = now
             report.elapsed = now - started
             on_progress(report)
-    producer.flush()
+    if not producer.flush():
+        producer.close()  # its thread stopped: close gives every record left its fate
     settle(block=True)
     report.elapsed = clock() - started
     return report

@@ -51,6 +51,7 @@ from streams.backoff import full_jitter
 from streams.producer_api import (
     PAYLOAD_UNIT_BYTES,
     SHARD_BYTES_PER_SECOND,
+    SHARD_RECORDS_PER_SECOND,
     BufferFull,
     ProduceFailed,
     ProducerClosed,
@@ -106,7 +107,11 @@ class KinesisProducer:
         self._map = self._list_shard_map()  # a missing stream fails here, at once
         self._map_at = clock()
         self._map_stale = False
+        self._map_failures = 0
+        self._map_retry_at = 0.0
         self._buffered_records = 0
+        self._unresolved = 0
+        """Records put whose futures are not set yet (``flush`` waits for 0)."""
         self._buffered_bytes = 0
         self._calls_in_flight = 0
         self._closed = False
@@ -144,6 +149,7 @@ class KinesisProducer:
         size = len(data) + len(partition_key.encode("utf-8"))
         hash_key = hash_key_of(partition_key, explicit_hash_key)
         future: Future[PutResult] = Future()
+        future.set_running_or_notify_cancel()  # a caller's cancel() cannot orphan a record
         config = self._config
         with self._cond:
             while True:
@@ -161,6 +167,7 @@ class KinesisProducer:
             entry = Entry(data, partition_key, explicit_hash_key, hash_key, future, now, size)
             self._queues.shard(self._map.shard_for(hash_key), now).append(entry)
             self._buffered_records += 1
+            self._unresolved += 1
             self._buffered_bytes += size
             self.stats.events += 1
             self._cond.notify_all()
@@ -174,12 +181,12 @@ class KinesisProducer:
             self._flushing += 1
             self._cond.notify_all()
             try:
-                while self._buffered_records and self._thread.is_alive():
+                while self._unresolved and self._thread.is_alive():
                     left = None if deadline is None else deadline - self._clock()
                     if left is not None and left <= 0:
                         return False
                     self._cond.wait(0.1 if left is None else min(left, 0.1))
-                return self._buffered_records == 0
+                return self._unresolved == 0
             finally:
                 self._flushing -= 1
 
@@ -189,17 +196,20 @@ class KinesisProducer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        reason = "the producer was closed before this record was sent"
         if not self.flush(timeout):
             with self._cond:
                 # Out of time: what is queued fails now; calls in flight finish, and what
                 # they would resend fails too.
                 self._abandoned = True
-                self._fail_everything("the producer was closed before this record was sent")
+                failed = self._fail_everything(reason)
                 self._cond.notify_all()
+            self._resolve(failed)
         self._thread.join()
         self._executor.shutdown(wait=True)
         with self._cond:
-            self._fail_everything("the producer was closed before this record was sent")
+            failed = self._fail_everything(reason)
+        self._resolve(failed)
 
     @property
     def buffered(self) -> int:
@@ -211,7 +221,9 @@ class KinesisProducer:
         try:
             while True:
                 now = self._clock()
-                if self._map_stale or now - self._map_at >= self._config.shard_map_refresh_s:
+                if now >= self._map_retry_at and (
+                    self._map_stale or now - self._map_at >= self._config.shard_map_refresh_s
+                ):
                     self._refresh_map(now)
                 with self._cond:
                     if self._closed and (
@@ -234,8 +246,9 @@ class KinesisProducer:
             log.exception("producer thread failed")
             with self._cond:
                 self._closed = True
-                self._fail_everything(f"the producer stopped: {type(exc).__name__}: {exc}")
+                failed = self._fail_everything(f"the producer stopped: {type(exc).__name__}: {exc}")
                 self._cond.notify_all()
+            self._resolve(failed)
 
     def _list_shard_map(self) -> ShardMap:
         shards: list[dict[str, Any]] = []
@@ -261,19 +274,28 @@ class KinesisProducer:
         try:
             fresh = self._list_shard_map()
         except Exception as exc:
+            self._map_failures += 1
+            delay = full_jitter(self._map_failures, base=0.5, cap=30.0)
             log.warning(
-                "could not list the shards of %s (%s); keeping the old map", self._stream, exc
+                "could not list the shards of %s (%s); keeping the old map, trying again in %.1fs",
+                self._stream,
+                exc,
+                delay,
             )
-            self._map_at = now
+            self._map_retry_at = now + delay
             return
         with self._cond:
             self._map, self._map_at, self._map_stale = fresh, now, False
+            self._map_failures, self._map_retry_at = 0, 0.0
             self._queues.rebalance(fresh, now)
 
     def _drain_estimate(self) -> float:
-        shards = max(1, len(self._queues.shards))
-        rate = SHARD_BYTES_PER_SECOND * self._config.rate_limit * shards
-        return max(1.0, self._buffered_bytes / rate)
+        shards = max(1, len(self._queues.shards)) * self._config.rate_limit
+        by_bytes = self._buffered_bytes / (SHARD_BYTES_PER_SECOND * shards)
+        by_records = self._buffered_records / (SHARD_RECORDS_PER_SECOND * shards)
+        if self._config.aggregate:
+            by_records = 0.0  # aggregates carry many events a record
+        return float(max(1.0, by_bytes, by_records))
 
     # -- sending --------------------------------------------------------------------
 
@@ -286,11 +308,8 @@ class KinesisProducer:
             reason = f"{type(exc).__name__}: {exc}"
             resolutions = [(m, ProduceFailed(reason)) for o in call for m in o.members]
         finally:
-            for entry, outcome in resolutions:
-                if isinstance(outcome, ProduceFailed):
-                    entry.future.set_exception(outcome)
-                else:
-                    entry.future.set_result(outcome)
+            # Buffer space and the shard are freed before any future is set, so a
+            # done-callback may put (or flush) without waiting on this thread.
             with self._cond:
                 for entry, outcome in resolutions:
                     self._settle(entry, failed=isinstance(outcome, ProduceFailed))
@@ -300,6 +319,7 @@ class KinesisProducer:
                     if shard is not None:
                         shard.in_flight -= 1
                 self._cond.notify_all()
+            self._resolve(resolutions)
 
     def _send_call(self, call: list[Outgoing]) -> list[_Resolution]:
         records: list[PutRecordsRequestEntryTypeDef] = []
@@ -320,6 +340,8 @@ class KinesisProducer:
                 reason = f"stream {self._stream!r} not found: create it with `shardflow up`"
                 return self._fail(call, reason)
             if is_retryable(exc):
+                if error_code(exc) == "ProvisionedThroughputExceededException":
+                    self._throttled(call)
                 log.warning("PutRecords failed (%s); retrying its records", error_code(exc) or exc)
                 return self._retry(call, error_code(exc) or type(exc).__name__)
             return self._fail(call, describe(exc) or str(exc))
@@ -327,18 +349,12 @@ class KinesisProducer:
             self.stats.put_calls += 1
         resolutions: list[_Resolution] = []
         retry: list[Outgoing] = []
-        now = self._clock()
         for outgoing, result in zip(call, response["Records"], strict=True):
             code = result.get("ErrorCode")
             if code:
                 outgoing.members[0].last_error = f"{code}: {result.get('ErrorMessage', '')}"
                 if code == "ProvisionedThroughputExceededException":
-                    with self._cond:
-                        self.stats.throttled += 1
-                        shard = self._queues.shards.get(outgoing.shard_id)
-                        if shard is not None:
-                            shard.records.drain(now)
-                            shard.bytes.drain(now)
+                    self._throttled([outgoing])
                 retry.append(outgoing)
                 continue
             shard_id, sequence = result["ShardId"], result["SequenceNumber"]
@@ -360,6 +376,17 @@ class KinesisProducer:
             resolutions += self._retry(retry, None)
         return resolutions
 
+    def _throttled(self, outgoing: list[Outgoing]) -> None:
+        """Kinesis said these records' shards were over their limits: empty their buckets."""
+        now = self._clock()
+        with self._cond:
+            self.stats.throttled += len(outgoing)
+            for shard_id in {o.shard_id for o in outgoing}:
+                shard = self._queues.shards.get(shard_id)
+                if shard is not None:
+                    shard.records.drain(now)
+                    shard.bytes.drain(now)
+
     def _retry(self, call: list[Outgoing], reason: str | None) -> list[_Resolution]:
         """Back into the queues after a backoff, or failed once past their deadline."""
         now = self._clock()
@@ -377,10 +404,12 @@ class KinesisProducer:
                         why = f"the producer was closed before it could resend this: {error}"
                         resolutions.append((member, ProduceFailed(why)))
                         continue
-                    if now - member.enqueued >= ttl:
+                    if member.first_sent is None:
+                        member.first_sent = now
+                    if member.attempts > 1 and now - member.first_sent >= ttl:
                         why = (
                             f"not accepted after {member.attempts} attempts in "
-                            f"{now - member.enqueued:.1f}s: {error}"
+                            f"{now - member.first_sent:.1f}s: {error}"
                         )
                         resolutions.append((member, ProduceFailed(why)))
                         continue
@@ -398,16 +427,31 @@ class KinesisProducer:
     def _fail(self, call: list[Outgoing], reason: str) -> list[_Resolution]:
         return [(member, ProduceFailed(reason)) for o in call for member in o.members]
 
+    def _resolve(self, resolutions: list[_Resolution]) -> None:
+        """Set the futures (outside the lock: done-callbacks are the caller's code), then
+        count them resolved, which is what ``flush`` waits for."""
+        for entry, outcome in resolutions:
+            if isinstance(outcome, ProduceFailed):
+                entry.future.set_exception(outcome)
+            else:
+                entry.future.set_result(outcome)
+        if resolutions:
+            with self._cond:
+                self._unresolved -= len(resolutions)
+                self._cond.notify_all()
+
     def _settle(self, entry: Entry, failed: bool = False) -> None:
-        """A record whose future is set leaves the buffer. Call with the lock held."""
+        """A record with its fate leaves the buffer. Call with the lock held."""
         self._buffered_records -= 1
         self._buffered_bytes -= entry.size
         if failed:
             self.stats.failed += 1
 
-    def _fail_everything(self, reason: str) -> None:
-        """Fail what is still queued (the lock is held)."""
+    def _fail_everything(self, reason: str) -> list[_Resolution]:
+        """Take what is still queued out, failed (the lock is held); the caller resolves
+        the result with :meth:`_resolve` once it has let go of the lock."""
+        failed: list[_Resolution] = []
         for entry in self._queues.drain_all():
-            if not entry.future.done():
-                entry.future.set_exception(ProduceFailed(reason))
-                self._settle(entry, failed=True)
+            self._settle(entry, failed=True)
+            failed.append((entry, ProduceFailed(reason)))
+        return failed

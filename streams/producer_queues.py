@@ -40,6 +40,8 @@ class Entry:
     enqueued: float
     size: int
     attempts: int = 0
+    first_sent: float | None = None
+    """When its first attempt failed: the deadline for retries runs from here."""
     not_before: float = 0.0
     last_error: str = ""
 

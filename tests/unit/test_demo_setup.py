@@ -143,7 +143,10 @@ class FakeProducer:
         future.set_result(PutResult("s", str(len(FakeProducer.records)), 0))
         return future
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        return True
+
+    def close(self) -> None:
         pass
 
 

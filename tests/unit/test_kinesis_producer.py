@@ -189,6 +189,10 @@ def assert_within_limits(kinesis: FakePutKinesis, config: ProducerConfig) -> Non
     assert not [c for c in kinesis.calls if c.raised and "Validation" in str(c.raised)]
 
 
+def is_throttle(raised: BaseException | None) -> bool:
+    return isinstance(raised, ClientError) and raised.response["Error"]["Code"] == THROTTLED
+
+
 def assert_stats_match_the_stream(
     producer: KinesisProducer, kinesis: FakePutKinesis, events: int, failed: int = 0
 ) -> None:
@@ -202,7 +206,11 @@ def assert_stats_match_the_stream(
     assert stats.put_calls == len(kinesis.calls)
     assert stats.bytes_sent == sum(r.size for r in landed)
     assert stats.payload_units == sum(math.ceil(r.size / PAYLOAD_UNIT_BYTES) for r in landed)
-    assert stats.throttled == sum(c.error_codes.count(THROTTLED) for c in kinesis.calls)
+    # Kinesis records throttled: entry by entry, or a whole call's worth at once.
+    assert stats.throttled == sum(
+        len(c.entries) if is_throttle(c.raised) else c.error_codes.count(THROTTLED)
+        for c in kinesis.calls
+    )
     assert stats.shards == Counter(r.landed.shard_id for r in read)
     if not failed:  # each user record of a failed entry or a failed call was retried once
         resent = 0
@@ -550,9 +558,11 @@ def test_a_shard_gets_at_most_1000_records_a_second() -> None:
     producer, results = produce(kinesis, events)
 
     landings = [(c.at, float(len(c.entries) - len(c.error_codes))) for c in kinesis.calls]
-    # A second's worth at once (the bucket starts full), then 1,000 a second. The slack
-    # (100) allows for threads scheduled late; without a limit all 2,000 land at once.
-    assert most_in_any_window(landings, 0.5) <= 1000 + 1000 * 0.5 + 100
+    # A second's worth at once (the bucket starts full), then 1,000 a second. Tokens are
+    # taken when a call is planned, so calls whose threads start late on a loaded machine
+    # land closer together: the slack (300) allows for that. Without a limit all 2,000
+    # land at once.
+    assert most_in_any_window(landings, 0.5) <= 1000 + 1000 * 0.5 + 300
     assert max(t for t, _ in landings) - began >= 0.95  # 1,000 records after the burst
     assert_exactly_once(kinesis, events, results)
     assert producer.stats.throttled == 0
@@ -568,7 +578,8 @@ def test_a_shard_gets_at_most_1_mib_a_second() -> None:
     producer, results = produce(kinesis, events)
 
     landings = [(c.at, float(c.size)) for c in kinesis.calls]
-    assert most_in_any_window(landings, 0.5) <= mib + mib * 0.5 + mib * 0.1
+    # (The same slack for late threads as above; without a limit all 2 MiB land at once.)
+    assert most_in_any_window(landings, 0.5) <= mib + mib * 0.5 + mib * 0.3
     assert max(t for t, _ in landings) - began >= (total - mib) / mib - 0.05
     assert_exactly_once(kinesis, events, results)
     assert producer.stats.throttled == 0
@@ -813,11 +824,12 @@ def test_records_failing_in_one_call_each_keep_their_own_reason() -> None:
     with start(kinesis, fast(linger_ms=HOLD, record_ttl_s=0)) as producer:
         futures = {key: producer.put(key.encode(), key) for key in codes}
         assert producer.flush(5)
-    assert len(kinesis.calls) == 1
+    # The deadline runs from the first failure, and a record always gets one retry.
+    assert sum(len(c.entries) for c in kinesis.calls) == 6  # each record twice
     for key, future in futures.items():
         error = future.exception()
         assert isinstance(error, ProduceFailed)
-        assert error.reason.count("not accepted after 1 attempts") == 1, error.reason
+        assert error.reason.count("not accepted after 2 attempts") == 1, error.reason
         assert error.reason.endswith(f"{codes[key]}: {ENTRY_MESSAGES[codes[key]]}"), error.reason
 
 
@@ -829,7 +841,7 @@ def test_records_failing_by_a_whole_call_error_each_get_the_call_s_reason_once()
     for future in futures:
         error = future.exception()
         assert isinstance(error, ProduceFailed)
-        assert error.reason == "not accepted after 1 attempts in 0.0s: InternalFailure"
+        assert error.reason == "not accepted after 2 attempts in 0.0s: InternalFailure"
 
 
 @pytest.mark.parametrize(
@@ -846,3 +858,80 @@ def test_impossible_settings_are_refused_when_configured(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         ProducerConfig(**change)  # type: ignore[arg-type]
+
+
+# -- callers who cancel, call back, or hold their own locks ----------------------------------
+
+
+def test_a_future_cannot_be_cancelled_out_from_under_the_producer() -> None:
+    """``asyncio.wait_for`` cancels what it waits on when it times out; a cancelled future
+    once jammed its shard for good. Futures are running from ``put`` on: cancel() refuses."""
+    kinesis = FakePutKinesis(shards=1)
+    with start(kinesis, fast(linger_ms=HOLD)) as producer:
+        first = producer.put(b"1", "k1")
+        assert not first.cancel()
+        assert producer.flush(5)
+        second = producer.put(b"2", "k2")
+        assert producer.flush(5)
+    assert first.result().shard_id and second.result().shard_id
+
+
+def test_a_done_callback_may_put_the_next_event_even_with_a_full_buffer() -> None:
+    kinesis = FakePutKinesis(shards=1)
+    followers: list[Future[PutResult]] = []
+    with start(kinesis, fast(max_buffered_records=3)) as producer:
+
+        def follow(done: Future[PutResult]) -> None:
+            if len(followers) < 20:
+                followers.append(producer.put(b"next", f"n{len(followers)}"))
+
+        for n in range(3):
+            producer.put(b"%d" % n, f"k{n}").add_done_callback(follow)
+        deadline = time.monotonic() + 5
+        while len(followers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert producer.flush(5)
+    assert len(followers) == 3
+    assert all(f.done() and f.exception() is None for f in followers)
+
+
+def test_callbacks_of_records_failed_on_close_run_without_the_producer_s_lock() -> None:
+    """A callback that takes the caller's lock, while the caller holds it and puts, must
+    not deadlock: futures are resolved after the producer lets go of its own lock."""
+    kinesis = FakePutKinesis(shards=1, entry_fault=lambda *_: INTERNAL)
+    app_lock = threading.Lock()
+    producer = start(kinesis, fast(linger_ms=HOLD, record_ttl_s=60))
+    future = producer.put(b"x", "k")
+    future.add_done_callback(lambda _: app_lock.acquire() and app_lock.release())
+    closer = threading.Thread(target=producer.close, kwargs={"timeout": 0.2})
+    with app_lock:
+        closer.start()
+        time.sleep(0.5)
+        with pytest.raises(ProducerClosed):
+            producer.put(b"y", "k")  # takes the producer's lock while holding app_lock
+    closer.join(5)
+    assert not closer.is_alive()
+    assert isinstance(future.exception(), ProduceFailed)
+
+
+def test_a_failing_shard_listing_is_retried_with_backoff_not_in_a_loop() -> None:
+    kinesis = FakePutKinesis(shards=2)
+    with start(kinesis, fast(shard_map_refresh_s=0.0)) as producer:
+        calls_before = kinesis.list_shards_calls
+        original = kinesis.list_shards
+
+        def throttled(**kwargs: object) -> dict[str, object]:
+            kinesis.list_shards_calls += 1
+            raise throttling_error()
+
+        kinesis.list_shards = throttled  # type: ignore[method-assign]
+        sent = []
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # keep the producer's thread busy meanwhile
+            sent.append(producer.put(b"x", f"k{len(sent)}"))
+            time.sleep(0.005)
+        attempts = kinesis.list_shards_calls - calls_before
+        kinesis.list_shards = original  # type: ignore[method-assign]
+        assert producer.put(b"x", "k").result(5).shard_id
+    assert 1 <= attempts <= 10, attempts  # unthrottled, it tried once a loop: hundreds
+    assert all(f.result().shard_id for f in sent)  # the old shard list still serves
