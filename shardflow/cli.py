@@ -36,6 +36,7 @@ from shardflow.wiring import (
     ensure_for,
     make_runner,
     make_store,
+    queue_url,
     stream_of,
 )
 from streams.aws_errors import ResourceMissing, describe
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--since", type=parse_time, help="windows ending after this time")
     query.add_argument("--until", type=parse_time, help="windows starting before this time")
     query.add_argument("--format", choices=FORMATS, default="table")
+
+    dead = commands.add_parser(
+        "dead-letters", help="list what is in the dead-letter queue (removes nothing)"
+    )
+    dead.add_argument("--reason", choices=("invalid", "late"), help="only letters of this reason")
+    dead.add_argument("--limit", type=positive_int, default=100, help="at most N (default 100)")
+    dead.add_argument("--format", choices=("table", "json"), default="table")
 
     replay = commands.add_parser("replay", help="run a pipeline over a JSON-lines file, in memory")
     replay.add_argument("pipeline")
@@ -337,6 +345,25 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from shardflow.dead_letter_list import (  # noqa: PLC0415
+        list_dead_letters,
+        queue_depth,
+        render_letters,
+    )
+
+    clients = make_clients(settings)
+    url = queue_url(clients, settings.dead_letter_queue)
+    letters = list_dead_letters(clients.sqs, url, args.reason, args.limit)
+    print(render_letters(letters, args.format))
+    print(
+        f"{len(letters)} shown; the queue {settings.dead_letter_queue} reports about "
+        f"{queue_depth(clients.sqs, url)} messages",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = get_pipeline(args.pipeline)
     with open_input(args.file) as stream:
@@ -380,6 +407,7 @@ COMMANDS = {
     "run": cmd_run,
     "query": cmd_query,
     "replay": cmd_replay,
+    "dead-letters": cmd_dead_letters,
     "demo": cmd_demo,
     "ingest": cmd_ingest,
 }
