@@ -186,7 +186,10 @@ class Ingest:
         ]
         self.app = Starlette(
             routes=routes,
-            exception_handlers={HTTPException: self._http_error},
+            exception_handlers={
+                HTTPException: self._http_error,
+                Exception: self._unexpected_error,
+            },
             lifespan=self._lifespan,
         )
 
@@ -206,6 +209,21 @@ class Ingest:
             orjson.dumps({"error": exc.detail}),
             exc.status_code,
             exc.headers,
+            media_type="application/json",
+        )
+
+    async def _unexpected_error(self, request: Request, exc: Exception) -> Response:
+        """A bug or a surprise (a stream with no open shard, say): still the JSON contract,
+        with the error, and a log line with the traceback."""
+        log.error("ingest: unexpected %s", type(exc).__name__, exc_info=exc)
+        return Response(
+            orjson.dumps(
+                {
+                    "error": f"internal error: {type(exc).__name__}: {exc}",
+                    "note": "events of this request may or may not have been sent",
+                }
+            ),
+            500,
             media_type="application/json",
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from shardflow.ingest import (
 )
 from shardflow.settings import Settings
 from streams.aws_errors import ResourceMissing
+from streams.producer_api import PutResult
 from tests.unit.fake_producer import FakeProducer, ndjson, page_view
 
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -465,3 +467,18 @@ def test_the_command_rejects_an_unknown_pipeline(
 ) -> None:
     assert cli.main(["ingest", "--pipeline", "nope"]) == 2
     assert "known pipelines: device-sessions, page-views" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_still_a_json_answer(producer: FakeProducer) -> None:
+    """A surprise inside the endpoint (here a producer that raises what it never should)
+    comes back as a JSON 500 saying so, not as a plain-text page."""
+
+    def broken_put(*args: object, **kwargs: object) -> Future[PutResult]:
+        raise ValueError("a stream has at least one open shard")
+
+    producer.put = broken_put  # type: ignore[method-assign]
+    with TestClient(make_ingest(producer).app, raise_server_exceptions=False) as http:
+        answer = post(http, b'{"event_id": "e1", "ts": 1795773600000, "page": "/a"}')
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/json"
+    assert "ValueError: a stream has at least one open shard" in answer.json()["error"]
