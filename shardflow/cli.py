@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -270,6 +271,15 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.file not in (None, "-"):
         with open(args.file, "rb"):
             pass  # a missing or unreadable file is reported before any AWS call
+    failures_dir = os.path.dirname(os.path.abspath(args.failures))
+    if not os.access(failures_dir, os.W_OK):
+        # Checked first: events that fail must have somewhere to go.
+        print(
+            f"shardflow produce: cannot write the failure file {args.failures} "
+            f"({failures_dir} is not a writable directory)",
+            file=sys.stderr,
+        )
+        return 2
     from shardflow.produce import ProduceReport, produce  # noqa: PLC0415
     from streams.kinesis_producer import KinesisProducer, ProducerConfig  # noqa: PLC0415
 

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -62,7 +62,7 @@ from streams.producer_api import (
     check_record,
 )
 from streams.producer_queues import Entry, Outgoing, ShardQueues
-from streams.shard_map import ShardMap, hash_key_of
+from streams.shard_map import ShardMap, hash_key_of, list_all_shards
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -251,16 +251,8 @@ class KinesisProducer:
             self._resolve(failed)
 
     def _list_shard_map(self) -> ShardMap:
-        shards: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"StreamName": self._stream}
         try:
-            while True:
-                response = self._kinesis.list_shards(**kwargs)
-                shards.extend(response["Shards"])  # type: ignore[arg-type]
-                token = response.get("NextToken")
-                if not token:
-                    return ShardMap.from_shards(shards)
-                kwargs = {"NextToken": token}
+            return ShardMap.from_shards(list_all_shards(self._kinesis, self._stream))
         except ClientError as exc:
             if is_not_found(exc):
                 raise ResourceMissing(
@@ -360,11 +352,9 @@ class KinesisProducer:
             shard_id, sequence = result["ShardId"], result["SequenceNumber"]
             if shard_id != outgoing.shard_id:
                 self._map_stale = True  # resharded since the last listing
-            aggregated = len(outgoing.members) > 1
             for index, member in enumerate(outgoing.members):
-                resolutions.append(
-                    (member, PutResult(shard_id, sequence, index if aggregated else 0))
-                )
+                sub = index if outgoing.aggregated else 0
+                resolutions.append((member, PutResult(shard_id, sequence, sub)))
             with self._cond:
                 stats = self.stats
                 stats.sent += len(outgoing.members)

@@ -23,6 +23,7 @@ from processors.windowing.results import final_frontier
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_retryable
 from streams.backoff import full_jitter
+from streams.shard_map import list_all_shards
 from streams.shard_reader import ShardReader
 
 if TYPE_CHECKING:
@@ -128,15 +129,7 @@ class EmbeddedRunner:
     # -- shard discovery ------------------------------------------------------------
 
     def _list_shards(self) -> list[dict[str, Any]]:
-        shards: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"StreamName": self._stream}
-        while True:
-            response = self._kinesis.list_shards(**kwargs)
-            shards.extend(response["Shards"])  # type: ignore[arg-type]
-            token = response.get("NextToken")
-            if not token:
-                return shards
-            kwargs = {"NextToken": token}
+        return list_all_shards(self._kinesis, self._stream)
 
     def _discover(self, now: float) -> None:
         shards = self._list_shards()

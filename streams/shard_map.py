@@ -33,6 +33,19 @@ def check_explicit_hash_key(explicit_hash_key: str) -> str | None:
     return None
 
 
+def list_all_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:
+    """Every shard of ``stream`` (ListShards, all pages)."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        response = kinesis.list_shards(**kwargs)
+        shards.extend(response["Shards"])
+        token = response.get("NextToken")
+        if not token:
+            return shards
+        kwargs = {"NextToken": token}
+
+
 @dataclass(frozen=True)
 class ShardRange:
     shard_id: str

@@ -507,3 +507,14 @@ def test_per_service_environment_applies_without_endpoint_url(
     settings = client_builds[0].settings
     assert settings.endpoint_for("kinesis") == "http://127.0.0.1:4567"
     assert settings.endpoint_for("sqs") == "http://127.0.0.1:9"  # AWS_ENDPOINT_URL
+
+
+def test_produce_refuses_a_failure_file_it_could_not_write_before_sending(
+    tmp_path: Path, client_builds: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(event(1) + b"\n")
+    nowhere = tmp_path / "missing-dir" / "failed.jsonl"
+    assert main(["produce", str(path), "--failures", str(nowhere)]) == 2
+    assert "cannot write the failure file" in capsys.readouterr().err
+    assert client_builds == []
