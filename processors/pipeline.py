@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
+from processors.alerts import AlertRule, check_rules
 from processors.windowing.aggregators import Aggregator, Max, Min
 from processors.windowing.windows import SessionWindows, Windows
 
@@ -35,13 +37,20 @@ class AggregateSpec(Generic[E]):
 
 @dataclass(frozen=True)
 class Sinks:
-    """Where a pipeline's results and rejected events go. None means the configured
-    default (``shardflow-aggregates`` and ``shardflow-dead-letters``, or what --table,
-    --dead-letter-queue and their environment variables name: those, when given, apply
-    to every pipeline)."""
+    """Where a pipeline's results, alerts and rejected events go. None means the
+    configured default (``shardflow-aggregates``, ``shardflow-alerts`` and
+    ``shardflow-dead-letters``, or what --table, --alert-topic, --dead-letter-queue and
+    their environment variables name: those, when given, apply to every pipeline)."""
 
     results_table: str | None = None
     dead_letter_queue: str | None = None
+    alert_topic: str | None = None
+    alerts: tuple[AlertRule, ...] = ()
+    """Rules checked on every final window (``rule("views > 1000")``): each breach is
+    published once to the alert topic."""
+    result_ttl: timedelta | None = None
+    """How long results live after their window ends (DynamoDB TTL on final rows, the
+    window index and sent-alert records); None keeps them."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,13 @@ class Pipeline(Generic[E]):
             ("source", self.source),
             ("sinks.results_table", self.sinks.results_table),
             ("sinks.dead_letter_queue", self.sinks.dead_letter_queue),
+            ("sinks.alert_topic", self.sinks.alert_topic),
         ):
             if name is not None and not name.strip():
                 raise ValueError(f"{what} must be a name, or None for the configured one")
+        ttl = self.sinks.result_ttl
+        if ttl is not None and ttl.total_seconds() < 1:
+            raise ValueError(f"sinks.result_ttl must be at least one second, got {ttl}")
         if self.idle_timeout_ms is not None and self.idle_timeout_ms <= 0:
             raise ValueError("idle timeout must be positive (or None for never)")
         names = [spec.name for spec in self.aggregates]
@@ -91,6 +104,17 @@ class Pipeline(Generic[E]):
             raise ValueError(
                 f"aggregate names starting with {SESSION_BOUNDS_PREFIX!r} are reserved: {reserved}"
             )
+        check_rules(
+            self.name,
+            self.sinks.alerts,
+            [(spec.name, spec.aggregator) for spec in self.aggregates],
+        )
+
+    @property
+    def result_ttl_s(self) -> int | None:
+        """``sinks.result_ttl`` in whole seconds (None: results are kept)."""
+        ttl = self.sinks.result_ttl
+        return None if ttl is None else int(ttl.total_seconds())
 
     @property
     def aggregate_names(self) -> list[str]:

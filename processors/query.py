@@ -6,6 +6,7 @@ from typing import Any
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import PartialStore
+from processors.windowing.finals import FinalRow
 from processors.windowing.results import WindowResult, merge_rows
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
@@ -25,21 +26,58 @@ def query_windows(
     """Windows of ``pipeline`` that overlap ``[since_ms, until_ms)``, merged over shards.
 
     ``final`` is true only for windows closed on every shard the runner has registered.
-    Progress is read before rows, so a window reported final has all its rows.
+    Progress is read before rows, so a window reported final has all its rows. Windows
+    that have a final row are read from it (their partial rows may have expired).
     """
     shards = store.read_progress(pipeline.name)
+    read_finals = getattr(store, "read_finals", None)
     if isinstance(pipeline.windows, SessionWindows):
-        rows = _session_rows(store, pipeline, pipeline.windows, key, since_ms, until_ms)
+        windows = pipeline.windows
+        rows = _session_rows(store, pipeline, windows, key, since_ms, until_ms)
+        low = min((row.window.start_ms for row in rows), default=since_ms)
+        if low is not None and since_ms is not None:
+            low = min(low, since_ms - 4 * windows.gap_ms)
+        finals = read_finals(pipeline.name, key, low, until_ms) if read_finals else []
+        results = _with_finals(merge_rows(pipeline, rows, shards), finals, sessions=True)
         return [
             result
-            for result in merge_rows(pipeline, rows, shards)
+            for result in results
             if (since_ms is None or result.window.end_ms > since_ms)
             and (until_ms is None or result.window.start_ms < until_ms)
         ]
     size = pipeline.windows.size_ms
     start_from = None if since_ms is None else since_ms - size + 1
     rows = store.read_rows(pipeline.name, key, start_from, until_ms)
-    return merge_rows(pipeline, rows, shards)
+    finals = read_finals(pipeline.name, key, start_from, until_ms) if read_finals else []
+    return _with_finals(merge_rows(pipeline, rows, shards), finals, sessions=False)
+
+
+def _with_finals(
+    merged: list[WindowResult], finals: list[FinalRow], sessions: bool
+) -> list[WindowResult]:
+    """Final rows in place of what the partial rows give for the same windows: once
+    finalized, the partial rows may expire. For sessions, a final session replaces every
+    partial session of its key that it overlaps (some of its buckets may be gone)."""
+    if not finals:
+        return merged
+    final_results = [row.as_result() for row in finals]
+    if sessions:
+        by_key: dict[str, list[WindowResult]] = {}
+        for result in final_results:
+            by_key.setdefault(result.key, []).append(result)
+        kept = [
+            result
+            for result in merged
+            if not any(
+                final.window.start_ms < result.window.end_ms
+                and result.window.start_ms < final.window.end_ms
+                for final in by_key.get(result.key, ())
+            )
+        ]
+    else:
+        done = {(result.key, result.window.start_ms) for result in final_results}
+        kept = [result for result in merged if (result.key, result.window.start_ms) not in done]
+    return sorted(kept + final_results, key=lambda r: (r.key, r.window.start_ms))
 
 
 def _session_rows(

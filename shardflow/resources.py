@@ -68,8 +68,22 @@ def queue_definition(names: ResourceNames) -> dict[str, Any]:
 
 
 def topic_definition(names: ResourceNames) -> dict[str, Any]:
-    """CreateTopic request: the alert topic."""
+    """CreateTopic request: the alert topic (a FIFO topic when its name ends in
+    ``.fifo``; alerts carry their own deduplication ids)."""
+    if names.alert_topic.endswith(".fifo"):
+        return {
+            "Name": names.alert_topic,
+            "Attributes": {"FifoTopic": "true", "ContentBasedDeduplication": "false"},
+        }
     return {"Name": names.alert_topic}
+
+
+def ttl_definition(names: ResourceNames) -> dict[str, Any]:
+    """UpdateTimeToLive request: items carrying ``expires_at`` (epoch seconds) expire."""
+    return {
+        "TableName": names.table,
+        "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expires_at"},
+    }
 
 
 @dataclass
@@ -153,6 +167,9 @@ def ensure_table(
         return bool(table["TableStatus"] == "ACTIVE")
 
     _wait(active, label, timeout, sleep)
+    ttl = dynamodb.describe_time_to_live(TableName=names.table)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        dynamodb.update_time_to_live(**ttl_definition(names))
 
 
 def ensure_queue(sqs: Any, names: ResourceNames, report: ResourceReport) -> None:

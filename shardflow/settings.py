@@ -104,3 +104,6 @@ class Settings:
 
     def dead_letter_queue_for(self, declared: str | None) -> str:
         return self._resolve("dead_letter_queue", declared)
+
+    def alert_topic_for(self, declared: str | None) -> str:
+        return self._resolve("alert_topic", declared)

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from processors.finalizer import Finalizer
 from processors.pipeline import Pipeline
 from processors.sinks.dynamodb_store import DynamoPartialStore
+from processors.sinks.sns_alerts import SnsAlertSink, topic_arn_for
 from processors.sinks.sqs_dead_letters import SqsDeadLetters
 from shardflow.resources import (
     ResourceNames,
@@ -17,9 +19,11 @@ from shardflow.resources import (
     ensure_queue,
     ensure_resources,
     ensure_table,
+    ensure_topic,
 )
 from shardflow.settings import Settings
 from streams.aws_errors import ResourceMissing, is_not_found
+from streams.finalize_schedule import FinalizeSchedule
 from streams.runner import EmbeddedRunner, RunnerOptions
 
 if TYPE_CHECKING:
@@ -81,6 +85,9 @@ def ensure_for(
     queues = {settings.dead_letter_queue_for(p.sinks.dead_letter_queue) for p in pipelines}
     for queue in sorted(queues - {names.dead_letter_queue}):
         ensure_queue(clients.sqs, replace(names, dead_letter_queue=queue), extra)
+    topics = {settings.alert_topic_for(p.sinks.alert_topic) for p in pipelines}
+    for topic in sorted(topics - {names.alert_topic}):
+        ensure_topic(clients.sns, replace(names, alert_topic=topic), extra)
     report.created += extra.created
     report.existing += extra.existing
     return report
@@ -109,12 +116,27 @@ def check_table(clients: AwsClients, table: str) -> None:
 
 
 def make_store(
-    clients: AwsClients, settings: Settings, pipeline: Pipeline[Any] | None = None
+    clients: AwsClients,
+    settings: Settings,
+    pipeline: Pipeline[Any] | None = None,
+    pipelines: Sequence[Pipeline[Any]] = (),
 ) -> DynamoPartialStore:
-    """The store of ``pipeline``'s results (its declared table, or the configured one)."""
+    """The store of ``pipeline``'s results (its declared table, or the configured one);
+    ``pipelines`` sharing it give their result TTLs."""
     table = settings.table_for(pipeline.sinks.results_table if pipeline else None)
     check_table(clients, table)
-    return DynamoPartialStore(clients.dynamodb, table)
+    ttls = {p.name: p.result_ttl_s for p in (*pipelines, *([pipeline] if pipeline else []))}
+    return DynamoPartialStore(
+        clients.dynamodb, table, {name: ttl for name, ttl in ttls.items() if ttl is not None}
+    )
+
+
+def make_alert_sink(
+    clients: AwsClients, settings: Settings, pipeline: Pipeline[Any]
+) -> SnsAlertSink:
+    """The SNS sink of ``pipeline``'s alerts (its declared topic, or the configured one)."""
+    topic = settings.alert_topic_for(pipeline.sinks.alert_topic)
+    return SnsAlertSink(clients.sns, topic_arn_for(clients.sns, topic))
 
 
 def make_runner(
@@ -130,11 +152,15 @@ def make_runner(
     letters: dict[str, SqsDeadLetters] = {}
     by_table: dict[str, DynamoPartialStore] = {}
     by_queue: dict[str, SqsDeadLetters] = {}
+    finalizers: list[Finalizer] = []
     for pipeline in pipelines:
         table = settings.table_for(pipeline.sinks.results_table)
         if table not in by_table:
-            by_table[table] = make_store(clients, settings, pipeline)
+            sharing = [p for p in pipelines if settings.table_for(p.sinks.results_table) == table]
+            by_table[table] = make_store(clients, settings, pipeline, sharing)
         stores[pipeline.name] = by_table[table]
+        alerts = make_alert_sink(clients, settings, pipeline) if pipeline.sinks.alerts else None
+        finalizers.append(Finalizer(pipeline, by_table[table], alerts))
         queue = settings.dead_letter_queue_for(pipeline.sinks.dead_letter_queue)
         if queue not in by_queue:
             by_queue[queue] = SqsDeadLetters(
@@ -161,4 +187,5 @@ def make_runner(
         settings.stream,
         options,
         stream_identity=identity,
+        finalize=FinalizeSchedule(finalizers, (options or RunnerOptions()).finalize_interval),
     )

@@ -23,6 +23,7 @@ from processors.windowing.results import final_frontier
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_retryable
 from streams.backoff import full_jitter
+from streams.finalize_schedule import FinalizeSchedule
 from streams.shard_map import list_all_shards
 from streams.shard_reader import ShardReader
 
@@ -53,6 +54,7 @@ class RunnerOptions:
     list_shards_interval: float = 30.0
     flush_retry_deadline: float = 120.0
     report_interval: float = 10.0
+    finalize_interval: float = 5.0
 
 
 @dataclass
@@ -105,11 +107,13 @@ class EmbeddedRunner:
         clock: Callable[[], float] = time.monotonic,
         stream_identity: str | None = None,
         wall_clock: Callable[[], float] = time.time,
+        finalize: FinalizeSchedule | None = None,
     ) -> None:
         """``stream_identity`` is recorded with each shard's progress (the stream's ARN and
         creation time) so that a table holding another stream's state is refused.
         ``store`` and ``dead_letters`` may be one for every pipeline, or one per pipeline
-        name (pipelines that declare their own sinks)."""
+        name (pipelines that declare their own sinks). ``finalize`` writes final rows and
+        sends alerts between polls, and once more when the run ends."""
         if not pipelines:
             raise ValueError("at least one pipeline is required")
         self._kinesis = kinesis
@@ -124,6 +128,7 @@ class EmbeddedRunner:
         self._workers: dict[str, _ShardWorker] = {}
         self._finished: set[str] = set()
         self._rediscover = True
+        self._finalize = finalize
         self.stats = RunStats()
 
     # -- shard discovery ------------------------------------------------------------
@@ -374,6 +379,8 @@ class EmbeddedRunner:
                         self._finished.add(worker.shard_id)
                         self._rediscover = True
                         next_list = now  # children may start now
+            if self._finalize is not None:
+                self._finalize.maybe_run()
             now = self._clock()
             if now >= next_report:
                 rate = (self.stats.records - reported_records) / options.report_interval
@@ -403,6 +410,8 @@ class EmbeddedRunner:
             )
             stop.wait(max(0.0, min(next_due - now, options.flush_interval, 0.5)))
         self.flush_all()
+        if self._finalize is not None:
+            self._finalize.run_all()
         return self.stats
 
     def flush_all(self) -> None:

@@ -2,48 +2,47 @@
 
 Layout (hash key ``pk``, range key ``sk``, both strings):
 
-======================  ===============================  ==================================
-item                    pk                               sk
-======================  ===============================  ==================================
-partial row             ``row#<pipeline>#<key>``         ``<window start, 13 digits>#<shard>``
-shard progress          ``shards#<pipeline>``            ``<shard id>``
-======================  ===============================  ==================================
+======================  =====================================  ============================
+item                    pk                                     sk
+======================  =====================================  ============================
+partial row             ``row#<pipeline>#<key>``               ``<start>#<shard>``
+shard progress          ``shards#<pipeline>``                  ``<shard id>``
+window (index)          ``windows#<pipeline>``                 ``<start>``
+window key (index)      ``keys#<pipeline>#<start>``            ``<key>#<shard>``
+final row               ``final#<pipeline>#<key>``             ``<start>``
+top keys of a window    ``top#<pipeline>#<start>``             ``<aggregate>``
+sent alert              ``alerts#<pipeline>``                  ``<alert id>``
+finalizer cursor        ``finalizer#<pipeline>``               ``cursor``
+======================  =====================================  ============================
 
-One key over a time range is a single Query; a shard's progress for a pipeline is a single
-Query. Rows hold absolute aggregate states (``state``, the codec's versioned JSON) and the
-highest position they include (``hw``, fixed-width text so DynamoDB compares it in order).
+``<start>`` is the window start in epoch milliseconds, 13 digits. One key over a time
+range is a single Query (partial or final rows); the windows of a time range, and all
+keys of one window, are single Queries of the index items; a shard's progress for a
+pipeline is a single Query. Items that can expire carry ``expires_at`` (epoch seconds;
+``shardflow up`` turns on the table's TTL for it). Rows hold absolute aggregate states
+(``state``, the codec's versioned JSON) and the highest position they include (``hw``,
+fixed-width text so DynamoDB compares it in order).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from processors.sinks.dynamodb_finals import DynamoFinals, row_from_item, row_pk, row_sk
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import Intent, ShardProgress
 from processors.windowing.records import Position
 from processors.windowing.rows import RowKey, StoredRow
-from processors.windowing.windows import Window
 from streams.aws_errors import is_conditional_failure
-from streams.backoff import full_jitter
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-_BATCH_GET_LIMIT = 100
 _WRITERS = 8
-
-
-def row_pk(pipeline: str, key: str) -> str:
-    return f"row#{pipeline}#{key}"
-
-
-def row_sk(window_start_ms: int, shard_id: str) -> str:
-    return f"{window_start_ms:013d}#{shard_id}"
 
 
 def progress_pk(pipeline: str) -> str:
@@ -73,24 +72,18 @@ def _progress_from_item(item: dict[str, Any]) -> ShardProgress:
     )
 
 
-def _row_from_item(item: dict[str, Any]) -> StoredRow:
-    return StoredRow(
-        pipeline=item["pipeline"]["S"],
-        key=item["key"]["S"],
-        window=Window(int(item["window_start"]["N"]), int(item["window_end"]["N"])),
-        shard_id=item["shard_id"]["S"],
-        high_water=Position.from_storage_key(item["hw"]["S"]),
-        state=bytes(item["state"]["B"]),
-    )
-
-
-class DynamoPartialStore:
+class DynamoPartialStore(DynamoFinals):
     """:class:`~processors.sinks.ports.PartialStore` on DynamoDB with conditional writes."""
 
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, result_ttl_s: Mapping[str, int] | None = None
+    ) -> None:
+        """``result_ttl_s``: per pipeline, how long its results live after their window
+        ends (seconds); pipelines not named keep theirs."""
         self._client = client
         self._table = table
         self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ddb-writer")
+        self._init_finals(result_ttl_s or {})
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -215,28 +208,11 @@ class DynamoPartialStore:
     # -- rows -----------------------------------------------------------------------
 
     def load_rows(self, pipeline: str, shard_id: str, keys: Sequence[RowKey]) -> list[StoredRow]:
-        found: list[StoredRow] = []
-        for offset in range(0, len(keys), _BATCH_GET_LIMIT):
-            request: dict[str, Any] = {
-                self._table: {
-                    "Keys": [
-                        {"pk": {"S": row_pk(pipeline, key)}, "sk": {"S": row_sk(start, shard_id)}}
-                        for key, start in keys[offset : offset + _BATCH_GET_LIMIT]
-                    ],
-                    "ConsistentRead": True,
-                }
-            }
-            attempt = 0
-            while request:
-                if attempt:
-                    time.sleep(full_jitter(attempt, base=0.05, cap=2.0))
-                response = self._client.batch_get_item(RequestItems=request)
-                found.extend(
-                    _row_from_item(item) for item in response["Responses"].get(self._table, [])
-                )
-                request = response.get("UnprocessedKeys") or {}
-                attempt += 1
-        return found
+        wanted = [
+            {"pk": {"S": row_pk(pipeline, key)}, "sk": {"S": row_sk(start, shard_id)}}
+            for key, start in keys
+        ]
+        return [row_from_item(item) for item in self._batch_get(wanted)]
 
     def write_rows(self, rows: Sequence[StoredRow]) -> None:
         for failure in self._pool.map(self._write_row, rows):
@@ -246,6 +222,7 @@ class DynamoPartialStore:
     def _write_row(self, row: StoredRow) -> Exception | None:
         hw = {"S": row.high_water.storage_key()}
         try:
+            self._index_row(row)
             self._client.put_item(
                 TableName=self._table,
                 Item={
@@ -305,7 +282,7 @@ class DynamoPartialStore:
                     ":high": {"N": str(high - 1)},
                 },
             )
-        return [_row_from_item(item) for item in items]
+        return [row_from_item(item) for item in items]
 
     def _all_pages(self, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
         """Every item of a paginated Query or Scan."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from processors.alerts import Alert, AlertDeliveryError
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import DeadLetter, Intent, ShardProgress
+from processors.windowing.finals import FinalRow
 from processors.windowing.rows import RowKey, StoredRow
 
 
@@ -105,3 +107,131 @@ class MemoryDeadLetters:
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
         self.letters.extend(letters)
+
+
+class MemoryFinalStore(MemoryPartialStore):
+    """A :class:`MemoryPartialStore` that is also a
+    :class:`~processors.sinks.ports.FinalStore`; ``expires_at`` values are kept, not acted
+    on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finals: dict[tuple[str, str, int], FinalRow] = {}
+        self.final_expiry: dict[tuple[str, str, int], int | None] = {}
+        self.cursors: dict[str, int] = {}
+        self.index: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        self.top: dict[tuple[str, int, str], list[tuple[str, float]]] = {}
+        self.partial_expiry: dict[tuple[str, str, RowKey], int] = {}
+        self.sent_alerts: dict[tuple[str, str], Alert] = {}
+
+    def write_rows(self, rows: Sequence[StoredRow]) -> None:
+        super().write_rows(rows)
+        self.index_rows(rows)
+
+    def index_rows(self, rows: Sequence[StoredRow]) -> None:
+        with self._lock:
+            for row in rows:
+                entry = (row.key, row.shard_id)
+                self.index.setdefault((row.pipeline, row.window.start_ms), set()).add(entry)
+
+    def finalized_through(self, pipeline: str) -> int | None:
+        with self._lock:
+            return self.cursors.get(pipeline)
+
+    def set_finalized_through(self, pipeline: str, through: int) -> None:
+        with self._lock:
+            self.cursors[pipeline] = max(through, self.cursors.get(pipeline, through))
+
+    def window_starts(self, pipeline: str, start_from_ms: int, start_before_ms: int) -> list[int]:
+        with self._lock:
+            return sorted(
+                start
+                for name, start in self.index
+                if name == pipeline and start_from_ms <= start < start_before_ms
+            )
+
+    def window_rows(self, pipeline: str, window_start_ms: int) -> list[StoredRow]:
+        with self._lock:
+            entries = self.index.get((pipeline, window_start_ms), set())
+            slots = [(pipeline, shard, (key, window_start_ms)) for key, shard in entries]
+            return [self.rows[slot] for slot in sorted(slots) if slot in self.rows]
+
+    def write_finals(self, rows: Sequence[FinalRow], expires_at: int | None) -> list[FinalRow]:
+        with self._lock:
+            stored = []
+            for row in rows:
+                slot = (row.pipeline, row.key, row.window_start_ms)
+                if slot not in self.finals:
+                    self.finals[slot] = row
+                    self.final_expiry[slot] = expires_at
+                stored.append(self.finals[slot])
+            return stored
+
+    def read_finals(
+        self,
+        pipeline: str,
+        key: str | None = None,
+        start_from_ms: int | None = None,
+        start_before_ms: int | None = None,
+    ) -> list[FinalRow]:
+        with self._lock:
+            return [
+                row
+                for (name, row_key, start), row in sorted(self.finals.items())
+                if name == pipeline
+                and (key is None or row_key == key)
+                and (start_from_ms is None or start >= start_from_ms)
+                and (start_before_ms is None or start < start_before_ms)
+            ]
+
+    def write_top_keys(
+        self,
+        pipeline: str,
+        window_start_ms: int,
+        window_end_ms: int,
+        top: Mapping[str, Sequence[tuple[str, float]]],
+        keys: int,
+        expires_at: int | None,
+    ) -> None:
+        with self._lock:
+            for aggregate, ranked in top.items():
+                self.top[(pipeline, window_start_ms, aggregate)] = list(ranked)
+
+    def read_top_keys(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> list[tuple[str, float]] | None:
+        with self._lock:
+            return self.top.get((pipeline, window_start_ms, aggregate))
+
+    def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
+        with self._lock:
+            for row in rows:
+                self.partial_expiry[(row.pipeline, row.shard_id, row.row_key)] = expires_at
+
+    def unsent_alerts(self, pipeline: str, alert_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {i for i in alert_ids if (pipeline, i) not in self.sent_alerts}
+
+    def record_alerts_sent(
+        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
+    ) -> None:
+        with self._lock:
+            for alert in alerts:
+                self.sent_alerts[(pipeline, alert.alert_id)] = alert
+
+
+class MemoryAlertSink:
+    """An :class:`~processors.sinks.ports.AlertSink` that keeps what it is sent. With
+    ``fail_next`` set, that many calls raise (and keep nothing) before calls succeed again."""
+
+    def __init__(self, fail_next: int = 0) -> None:
+        self.published: list[Alert] = []
+        self.fail_next = fail_next
+        self.calls = 0
+
+    def publish(self, alerts: Sequence[Alert]) -> None:
+        self.calls += 1
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise AlertDeliveryError(f"alert sink failure injected ({len(alerts)} alerts not sent)")
+        self.published.extend(alerts)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from processors.alerts import Alert
 from processors.windowing.engine import DeadLetter, Intent, ShardProgress
+from processors.windowing.finals import FinalRow
 from processors.windowing.rows import RowKey, StoredRow
 
 
@@ -71,9 +73,93 @@ class PartialStore(Protocol):
         ...
 
 
+class FinalStore(Protocol):
+    """Final rows, the window index the finalizer walks, its cursor, and sent alerts.
+
+    The index is written with the partial rows (before the progress that lets a window
+    become final), so that every partial row of a final window can be found with
+    strongly consistent reads.
+    """
+
+    def finalized_through(self, pipeline: str) -> int | None:
+        """The finalizer's cursor: windows starting before it have their final rows."""
+        ...
+
+    def set_finalized_through(self, pipeline: str, through: int) -> None:
+        """Move the cursor forward (never back; a lower value is ignored)."""
+        ...
+
+    def index_rows(self, rows: Sequence[StoredRow]) -> None:
+        """Record the windows and (key, shard) pairs of ``rows`` in the index (for rows
+        written before the index existed)."""
+        ...
+
+    def window_starts(self, pipeline: str, start_from_ms: int, start_before_ms: int) -> list[int]:
+        """Starts of the windows that have partial rows, in ``[from, before)``, ascending."""
+        ...
+
+    def window_rows(self, pipeline: str, window_start_ms: int) -> list[StoredRow]:
+        """Every partial row of the windows starting at ``window_start_ms``."""
+        ...
+
+    def write_finals(self, rows: Sequence[FinalRow], expires_at: int | None) -> list[FinalRow]:
+        """Write each final row unless it exists; returns the rows as stored (a row that
+        existed is returned as it was). ``expires_at``: epoch seconds, or None."""
+        ...
+
+    def write_top_keys(
+        self,
+        pipeline: str,
+        window_start_ms: int,
+        window_end_ms: int,
+        top: Mapping[str, Sequence[tuple[str, float]]],
+        keys: int,
+        expires_at: int | None,
+    ) -> None:
+        """The top keys of one final window, per aggregate."""
+        ...
+
+    def read_top_keys(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> list[tuple[str, float]] | None:
+        """The stored top keys of a final window by ``aggregate`` (None: not stored)."""
+        ...
+
+    def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
+        """Let partial rows covered by final rows expire at ``expires_at``."""
+        ...
+
+    def read_finals(
+        self,
+        pipeline: str,
+        key: str | None = None,
+        start_from_ms: int | None = None,
+        start_before_ms: int | None = None,
+    ) -> list[FinalRow]:
+        """Final rows of ``pipeline`` (of one key, if given) whose window start lies in
+        ``[start_from_ms, start_before_ms)``."""
+        ...
+
+    def unsent_alerts(self, pipeline: str, alert_ids: Sequence[str]) -> set[str]:
+        """The ids among ``alert_ids`` with no record of being sent."""
+        ...
+
+    def record_alerts_sent(
+        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
+    ) -> None: ...
+
+
 class DeadLetterSink(Protocol):
     """Where records that cannot be aggregated go, with their reason."""
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
         """Deliver every letter durably, or raise."""
+        ...
+
+
+class AlertSink(Protocol):
+    """Where alerts on final windows go."""
+
+    def publish(self, alerts: Sequence[Alert]) -> None:
+        """Deliver every alert, or raise."""
         ...

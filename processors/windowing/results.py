@@ -78,6 +78,15 @@ def merge_rows(
 ) -> list[WindowResult]:
     """Window results from partial rows, sorted by key, then window start. For session
     windows, the rows are buckets and the results are the sessions they chain into."""
+    frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
+    return [result for result, _ in merge_at(pipeline, rows, frontier)]
+
+
+def merge_at(
+    pipeline: Pipeline[Any], rows: Iterable[StoredRow], frontier: int | None
+) -> list[tuple[WindowResult, list[Any]]]:
+    """:func:`merge_rows` with the final frontier given, and each result's merged states
+    (every stored aggregate, session bounds included)."""
     specs = pipeline.stored_aggregates
     shown = len(pipeline.aggregates)
 
@@ -91,7 +100,6 @@ def merge_rows(
         }
 
     merged = _merge_partials(pipeline, rows, merge_states)
-    frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
     windows = pipeline.windows
     if isinstance(windows, SessionWindows):
         first, last = shown, shown + 1
@@ -100,24 +108,30 @@ def merge_rows(
             for (key, _), (window, states, contributors) in merged.items()
         ]
         return [
-            WindowResult(
-                pipeline.name,
-                session.key,
-                session.window,
-                frontier is not None and windows.closes_at(session.last_event_ms) <= frontier,
-                values(session.states),
-                len(session.shards),
+            (
+                WindowResult(
+                    pipeline.name,
+                    session.key,
+                    session.window,
+                    frontier is not None and windows.closes_at(session.last_event_ms) <= frontier,
+                    values(session.states),
+                    len(session.shards),
+                ),
+                session.states,
             )
             for session in chain_sessions(windows, buckets, merge_states)
         ]
     return [
-        WindowResult(
-            pipeline.name,
-            key,
-            window,
-            frontier is not None and window.end_ms <= frontier,
-            values(states),
-            len(contributors),
+        (
+            WindowResult(
+                pipeline.name,
+                key,
+                window,
+                frontier is not None and window.end_ms <= frontier,
+                values(states),
+                len(contributors),
+            ),
+            states,
         )
         for (key, _), (window, states, contributors) in sorted(merged.items())
     ]

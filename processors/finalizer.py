@@ -1,0 +1,185 @@
+"""The finalizer: final rows for final windows, then their alerts, exactly once in effect.
+
+One pass, per pipeline, in this order (each step is idempotent, so a crash anywhere is
+repaired by the next pass, on this worker or another):
+
+1. read the shards' progress (strongly consistent) and the final frontier it gives;
+2. read, through the window index, the partial rows of the windows between the cursor
+   and the frontier, a batch of windows at a time;
+3. write the final rows (a row that exists is kept as stored: two finalizers write it
+   once, and a replayed pass alerts on what was stored);
+4. write the top keys of each final window;
+5. publish the alerts of breached rules that have no sent record, then record them
+   (a crash between the two republishes them with the same ``alert_id``);
+6. let the covered partial rows expire, and move the cursor past the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from processors.alerts import Alert, alerts_for
+from processors.pipeline import Pipeline
+from processors.sinks.ports import AlertSink, FinalStore
+from processors.windowing.engine import ShardProgress
+from processors.windowing.finals import END_OF_STARTS, FinalRow, plan_step, top_keys
+from processors.windowing.results import final_frontier
+from processors.windowing.windows import SessionWindows
+
+log = logging.getLogger("shardflow.finalizer")
+
+WINDOWS_PER_STEP = 64
+"""Windows read and finalized together; the cursor moves after each batch."""
+
+TOP_KEYS = 100
+"""Keys kept per aggregate in a final window's top-keys item."""
+
+PARTIAL_RETENTION_S = 3_600
+"""Partial rows of final windows expire this long after their final row is written (a
+query that read progress just before may still be reading them)."""
+
+
+class _Store(FinalStore, Protocol):
+    def read_progress(self, pipeline: str) -> list[ShardProgress]: ...
+
+    def read_rows(
+        self,
+        pipeline: str,
+        key: str | None = None,
+        start_from_ms: int | None = None,
+        start_before_ms: int | None = None,
+    ) -> list[Any]: ...
+
+
+@dataclass
+class FinalizeReport:
+    """What one pass did."""
+
+    final_rows: int = 0
+    windows: int = 0
+    alerts_sent: int = 0
+    alerts_already_sent: int = 0
+    through: int | None = None
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class Finalizer:
+    """Writes final rows and sends alerts for one pipeline."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline[Any],
+        store: _Store,
+        alert_sink: AlertSink | None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if pipeline.sinks.alerts and alert_sink is None:
+            raise ValueError(f"pipeline {pipeline.name!r} has alert rules but no alert sink")
+        self.pipeline = pipeline
+        self._store = store
+        self._alerts = alert_sink
+        self._wall_clock = wall_clock
+
+    def run_once(self) -> FinalizeReport:
+        """One pass: everything final by now gets its final row and its alerts."""
+        pipeline, store = self.pipeline, self._store
+        name = pipeline.name
+        report = FinalizeReport()
+        shards = store.read_progress(name)
+        frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
+        through = store.finalized_through(name)
+        if through is None:
+            # The first pass: index rows written before the index existed (a one-off Scan).
+            store.index_rows(store.read_rows(name))
+            store.set_finalized_through(name, 0)
+            through = 0
+        report.through = through
+        if frontier is None:
+            return report
+        limit = min(frontier, END_OF_STARTS)
+        size = WINDOWS_PER_STEP
+        while through < limit:
+            starts = store.window_starts(name, through, limit)
+            if not starts:
+                break
+            batch, rest = starts[:size], starts[size:]
+            # A batch that stops short of the frontier is planned as if the frontier were
+            # the next window's start: no window or session reaching past it is final yet.
+            step_frontier = rest[0] if rest else frontier
+            rows = [row for start in batch for row in store.window_rows(name, start)]
+            step = plan_step(pipeline, rows, step_frontier, through)
+            if step.through <= through:
+                if not rest:
+                    break  # nothing more is final
+                size *= 2  # a long window or session spans the whole batch: read more
+                continue
+            self._commit(step.finals, step.partials, report)
+            store.set_finalized_through(name, step.through)
+            through = report.through = step.through
+            size = WINDOWS_PER_STEP
+        return report
+
+    def _commit(
+        self, finals: Sequence[FinalRow], partials: Sequence[Any], report: FinalizeReport
+    ) -> None:
+        pipeline, store = self.pipeline, self._store
+        ttl = pipeline.result_ttl_s
+        stored: list[FinalRow] = []
+        # Final rows of one window share an expiry (its end plus the TTL).
+        by_end: dict[int, list[FinalRow]] = {}
+        for row in finals:
+            by_end.setdefault(row.window_end_ms, []).append(row)
+        for end, rows in sorted(by_end.items()):
+            stored.extend(store.write_finals(rows, _expiry(end, ttl)))
+        report.final_rows += len(stored)
+        by_start: dict[int, list[FinalRow]] = {}
+        for row in stored:
+            by_start.setdefault(row.window_start_ms, []).append(row)
+        report.windows += len(by_start)
+        if not isinstance(pipeline.windows, SessionWindows):
+            for start, rows in sorted(by_start.items()):
+                ranked = top_keys(pipeline, rows, TOP_KEYS)
+                if ranked:
+                    end = rows[0].window_end_ms
+                    store.write_top_keys(
+                        pipeline.name, start, end, ranked, len(rows), _expiry(end, ttl)
+                    )
+        self._alert(stored, report)
+        if partials:
+            now = int(self._wall_clock())
+            store.expire_partials(partials, now + PARTIAL_RETENTION_S)
+
+    def _alert(self, stored: Sequence[FinalRow], report: FinalizeReport) -> None:
+        pipeline = self.pipeline
+        rules = pipeline.sinks.alerts
+        if not rules or self._alerts is None:
+            return
+        alerts = [
+            alert
+            for row in stored
+            for alert in alerts_for(
+                pipeline.name, rules, row.key, row.window_start_ms, row.window_end_ms, row.values
+            )
+        ]
+        if not alerts:
+            return
+        unsent = self._store.unsent_alerts(pipeline.name, [a.alert_id for a in alerts])
+        pending = [alert for alert in alerts if alert.alert_id in unsent]
+        report.alerts_already_sent += len(alerts) - len(pending)
+        if not pending:
+            return
+        self._alerts.publish(pending)
+        ttl = pipeline.result_ttl_s
+        latest_end = max(alert.window_end_ms for alert in pending)
+        self._store.record_alerts_sent(pipeline.name, pending, _expiry(latest_end, ttl))
+        report.alerts_sent += len(pending)
+        report.alerts.extend(pending)
+        log.info("%s: %d alerts sent", pipeline.name, len(pending))
+
+
+def _expiry(window_end_ms: int, ttl_s: int | None) -> int | None:
+    return None if ttl_s is None else window_end_ms // 1000 + ttl_s

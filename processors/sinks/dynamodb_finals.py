@@ -1,0 +1,409 @@
+"""Final rows, the window index, the finalizer's cursor and sent alerts, in the results
+table (the item layout is in processors/sinks/dynamodb_store.py and the README).
+
+Every read here is strongly consistent and none is a Scan: the window index lives in the
+table itself (items, not a global secondary index, whose reads are only eventually
+consistent and could hide a partial row from the finalizer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from processors.alerts import Alert
+from processors.windowing.finals import FinalRow
+from processors.windowing.records import Position
+from processors.windowing.rows import StoredRow
+from processors.windowing.windows import Window
+from streams.aws_errors import is_conditional_failure
+from streams.backoff import full_jitter
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_BATCH_GET_LIMIT = 100
+_INDEX_CACHE_WINDOWS = 64
+"""Window starts per pipeline whose index entries this process remembers writing."""
+
+
+def row_pk(pipeline: str, key: str) -> str:
+    return f"row#{pipeline}#{key}"
+
+
+def row_sk(window_start_ms: int, shard_id: str) -> str:
+    return f"{window_start_ms:013d}#{shard_id}"
+
+
+def windows_pk(pipeline: str) -> str:
+    return f"windows#{pipeline}"
+
+
+def window_keys_pk(pipeline: str, window_start_ms: int) -> str:
+    return f"keys#{pipeline}#{window_start_ms:013d}"
+
+
+def final_pk(pipeline: str, key: str) -> str:
+    return f"final#{pipeline}#{key}"
+
+
+def top_pk(pipeline: str, window_start_ms: int) -> str:
+    return f"top#{pipeline}#{window_start_ms:013d}"
+
+
+def alerts_pk(pipeline: str) -> str:
+    return f"alerts#{pipeline}"
+
+
+def cursor_pk(pipeline: str) -> str:
+    return f"finalizer#{pipeline}"
+
+
+def _start_sk(window_start_ms: int) -> dict[str, str]:
+    return {"S": f"{window_start_ms:013d}"}
+
+
+def row_from_item(item: dict[str, Any]) -> StoredRow:
+    return StoredRow(
+        pipeline=item["pipeline"]["S"],
+        key=item["key"]["S"],
+        window=Window(int(item["window_start"]["N"]), int(item["window_end"]["N"])),
+        shard_id=item["shard_id"]["S"],
+        high_water=Position.from_storage_key(item["hw"]["S"]),
+        state=bytes(item["state"]["B"]),
+    )
+
+
+def _final_item(row: FinalRow, expires_at: int | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "pk": {"S": final_pk(row.pipeline, row.key)},
+        "sk": _start_sk(row.window_start_ms),
+        "kind": {"S": "final"},
+        "pipeline": {"S": row.pipeline},
+        "key": {"S": row.key},
+        "window_start": {"N": str(row.window_start_ms)},
+        "window_end": {"N": str(row.window_end_ms)},
+        "values": {"S": orjson.dumps(row.values).decode()},
+        "state": {"B": row.state},
+        "shards": {"N": str(row.shards)},
+    }
+    if expires_at is not None:
+        item["expires_at"] = {"N": str(expires_at)}
+    return item
+
+
+def final_from_item(item: dict[str, Any]) -> FinalRow:
+    return FinalRow(
+        pipeline=item["pipeline"]["S"],
+        key=item["key"]["S"],
+        window_start_ms=int(item["window_start"]["N"]),
+        window_end_ms=int(item["window_end"]["N"]),
+        values=orjson.loads(item["values"]["S"]),
+        state=bytes(item["state"]["B"]),
+        shards=int(item["shards"]["N"]),
+    )
+
+
+class DynamoFinals:
+    """The :class:`~processors.sinks.ports.FinalStore` half of the DynamoDB store."""
+
+    _client: DynamoDBClient
+    _table: str
+    _pool: ThreadPoolExecutor
+
+    def _init_finals(self, result_ttl_s: Mapping[str, int]) -> None:
+        self._result_ttl_s = dict(result_ttl_s)
+        self._index_lock = threading.Lock()
+        self._indexed: dict[str, dict[int, set[tuple[str, str]]]] = {}
+
+    # -- the window index, written with partial rows --------------------------------
+
+    def _index_expiry(self, row: StoredRow) -> dict[str, Any]:
+        ttl = self._result_ttl_s.get(row.pipeline)
+        if ttl is None:
+            return {}
+        return {"expires_at": {"N": str(row.window.end_ms // 1000 + ttl)}}
+
+    def _index_row(self, row: StoredRow) -> None:
+        """Write the index entries of ``row`` unless this process already did."""
+        start = row.window.start_ms
+        entry = (row.key, row.shard_id)
+        with self._index_lock:
+            by_start = self._indexed.setdefault(row.pipeline, {})
+            seen = by_start.get(start)
+            if seen is not None and entry in seen:
+                return
+        expiry = self._index_expiry(row)
+        if seen is None:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": windows_pk(row.pipeline)},
+                    "sk": _start_sk(start),
+                    "kind": {"S": "window"},
+                    "window_start": {"N": str(start)},
+                    "window_end": {"N": str(row.window.end_ms)},
+                    **expiry,
+                },
+            )
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": window_keys_pk(row.pipeline, start)},
+                "sk": {"S": f"{row.key}#{row.shard_id}"},
+                "kind": {"S": "window-key"},
+                "key": {"S": row.key},
+                "shard_id": {"S": row.shard_id},
+                **expiry,
+            },
+        )
+        with self._index_lock:
+            by_start = self._indexed.setdefault(row.pipeline, {})
+            by_start.setdefault(start, set()).add(entry)
+            while len(by_start) > _INDEX_CACHE_WINDOWS:
+                del by_start[min(by_start)]
+
+    def index_rows(self, rows: Sequence[StoredRow]) -> None:
+        for _ in self._pool.map(self._index_row, rows):
+            pass
+
+    def window_starts(self, pipeline: str, start_from_ms: int, start_before_ms: int) -> list[int]:
+        if start_before_ms <= start_from_ms:
+            return []
+        items = self._pages(
+            "query",
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+            ExpressionAttributeValues={
+                ":pk": {"S": windows_pk(pipeline)},
+                ":low": _start_sk(max(0, start_from_ms)),
+                ":high": _start_sk(start_before_ms - 1),
+            },
+        )
+        return [int(item["window_start"]["N"]) for item in items]
+
+    def window_rows(self, pipeline: str, window_start_ms: int) -> list[StoredRow]:
+        entries = self._pages(
+            "query",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": window_keys_pk(pipeline, window_start_ms)}},
+        )
+        keys = [
+            {
+                "pk": {"S": row_pk(pipeline, entry["key"]["S"])},
+                "sk": {"S": row_sk(window_start_ms, entry["shard_id"]["S"])},
+            }
+            for entry in entries
+        ]
+        return [row_from_item(item) for item in self._batch_get(keys)]
+
+    # -- final rows -----------------------------------------------------------------
+
+    def write_finals(self, rows: Sequence[FinalRow], expires_at: int | None) -> list[FinalRow]:
+        def write(row: FinalRow) -> FinalRow:
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=_final_item(row, expires_at),
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+                return row
+            except ClientError as exc:
+                if not is_conditional_failure(exc):
+                    raise
+            stored = self._client.get_item(
+                TableName=self._table,
+                Key={
+                    "pk": {"S": final_pk(row.pipeline, row.key)},
+                    "sk": _start_sk(row.window_start_ms),
+                },
+                ConsistentRead=True,
+            )
+            return final_from_item(stored["Item"])
+
+        return list(self._pool.map(write, rows))
+
+    def read_finals(
+        self,
+        pipeline: str,
+        key: str | None = None,
+        start_from_ms: int | None = None,
+        start_before_ms: int | None = None,
+    ) -> list[FinalRow]:
+        low = 0 if start_from_ms is None else max(0, start_from_ms)
+        high = 10**13 if start_before_ms is None else max(0, start_before_ms)
+        if high <= low:
+            return []
+        if key is not None:
+            items = self._pages(
+                "query",
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+                ExpressionAttributeValues={
+                    ":pk": {"S": final_pk(pipeline, key)},
+                    ":low": _start_sk(low),
+                    ":high": _start_sk(high - 1),
+                },
+            )
+            return [final_from_item(item) for item in items]
+        finals: list[FinalRow] = []
+        for start in self.window_starts(pipeline, low, high):
+            entries = self._pages(
+                "query",
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": window_keys_pk(pipeline, start)}},
+                ProjectionExpression="#k",
+                ExpressionAttributeNames={"#k": "key"},
+            )
+            keys = sorted({entry["key"]["S"] for entry in entries})
+            wanted = [{"pk": {"S": final_pk(pipeline, k)}, "sk": _start_sk(start)} for k in keys]
+            finals.extend(final_from_item(item) for item in self._batch_get(wanted))
+        return finals
+
+    def write_top_keys(
+        self,
+        pipeline: str,
+        window_start_ms: int,
+        window_end_ms: int,
+        top: Mapping[str, Sequence[tuple[str, float]]],
+        keys: int,
+        expires_at: int | None,
+    ) -> None:
+        def write(aggregate: str) -> None:
+            item: dict[str, Any] = {
+                "pk": {"S": top_pk(pipeline, window_start_ms)},
+                "sk": {"S": aggregate},
+                "kind": {"S": "top"},
+                "window_start": {"N": str(window_start_ms)},
+                "window_end": {"N": str(window_end_ms)},
+                "keys": {"N": str(keys)},
+                "top": {"S": orjson.dumps([list(pair) for pair in top[aggregate]]).decode()},
+            }
+            if expires_at is not None:
+                item["expires_at"] = {"N": str(expires_at)}
+            self._client.put_item(TableName=self._table, Item=item)
+
+        for _ in self._pool.map(write, list(top)):
+            pass
+
+    def read_top_keys(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> list[tuple[str, float]] | None:
+        response = self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": top_pk(pipeline, window_start_ms)}, "sk": {"S": aggregate}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if item is None:
+            return None
+        return [(key, value) for key, value in orjson.loads(item["top"]["S"])]
+
+    def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
+        def expire(row: StoredRow) -> None:
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={
+                        "pk": {"S": row_pk(row.pipeline, row.key)},
+                        "sk": {"S": row_sk(row.window.start_ms, row.shard_id)},
+                    },
+                    UpdateExpression="SET expires_at = :e",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":e": {"N": str(expires_at)}},
+                )
+            except ClientError as exc:
+                if not is_conditional_failure(exc):
+                    raise
+
+        for _ in self._pool.map(expire, rows):
+            pass
+
+    # -- the cursor and sent alerts -------------------------------------------------
+
+    def finalized_through(self, pipeline: str) -> int | None:
+        response = self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": cursor_pk(pipeline)}, "sk": {"S": "cursor"}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return int(item["through"]["N"]) if item else None
+
+    def set_finalized_through(self, pipeline: str, through: int) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": cursor_pk(pipeline)}, "sk": {"S": "cursor"}},
+                UpdateExpression="SET through = :t, kind = :k",
+                ConditionExpression="attribute_not_exists(through) OR through < :t",
+                ExpressionAttributeValues={":t": {"N": str(through)}, ":k": {"S": "cursor"}},
+            )
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise  # else another finalizer got at least as far
+
+    def unsent_alerts(self, pipeline: str, alert_ids: Sequence[str]) -> set[str]:
+        keys = [{"pk": {"S": alerts_pk(pipeline)}, "sk": {"S": i}} for i in set(alert_ids)]
+        sent = {item["sk"]["S"] for item in self._batch_get(keys)}
+        return set(alert_ids) - sent
+
+    def record_alerts_sent(
+        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
+    ) -> None:
+        now = str(int(time.time() * 1000))
+
+        def record(alert: Alert) -> None:
+            item: dict[str, Any] = {
+                "pk": {"S": alerts_pk(pipeline)},
+                "sk": {"S": alert.alert_id},
+                "kind": {"S": "alert"},
+                "rule": {"S": alert.rule.text},
+                "key": {"S": alert.key},
+                "window_start": {"N": str(alert.window_start_ms)},
+                "window_end": {"N": str(alert.window_end_ms)},
+                "sent_at": {"N": now},
+            }
+            if expires_at is not None:
+                item["expires_at"] = {"N": str(expires_at)}
+            self._client.put_item(TableName=self._table, Item=item)
+
+        for _ in self._pool.map(record, alerts):
+            pass
+
+    # -- reading --------------------------------------------------------------------
+
+    def _pages(self, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a paginated, strongly consistent Query."""
+        paginator = self._client.get_paginator(operation)  # type: ignore[call-overload]
+        return [
+            item
+            for page in paginator.paginate(TableName=self._table, ConsistentRead=True, **kwargs)
+            for item in page.get("Items", [])
+        ]
+
+    def _batch_get(self, keys: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items among ``keys`` that exist (strongly consistent; UnprocessedKeys are
+        asked again with backoff)."""
+        keys = list(keys)
+        found: list[dict[str, Any]] = []
+        for offset in range(0, len(keys), _BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": keys[offset : offset + _BATCH_GET_LIMIT],
+                    "ConsistentRead": True,
+                }
+            }
+            attempt = 0
+            while request:
+                if attempt:
+                    time.sleep(full_jitter(attempt, base=0.05, cap=2.0))
+                response = self._client.batch_get_item(RequestItems=request)
+                found.extend(response["Responses"].get(self._table, []))
+                request = response.get("UnprocessedKeys") or {}
+                attempt += 1
+        return found

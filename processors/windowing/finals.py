@@ -1,0 +1,142 @@
+"""Final rows: once a window is final, its partial rows merged into one row. Pure.
+
+The finalizer works through window starts in time order behind a cursor, ``through``:
+every window (or session bucket) starting before it is final and has its final row. One
+step reads the partial rows of the windows starting in ``[through, frontier)``, merges
+them across shards, writes the final ones and moves the cursor to the first window that
+is still open. Finality is decided by the final frontier alone (results.final_frontier),
+which never moves back, and a final window never changes, so planning the same step
+twice, or on two workers, gives the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from processors.pipeline import Pipeline
+from processors.windowing.codec import StateCodec
+from processors.windowing.results import WindowResult, merge_at
+from processors.windowing.rows import StoredRow
+from processors.windowing.windows import (
+    HoppingWindows,
+    SessionWindows,
+    TumblingWindows,
+    Window,
+    Windows,
+)
+
+END_OF_STARTS = 10**13
+"""No window starts at or after this: storage keys hold 13 digits."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRow:
+    """One final window of one key: the values of its aggregates and their merged
+    states (the codec's blob, session bounds included), over ``shards`` shards."""
+
+    pipeline: str
+    key: str
+    window_start_ms: int
+    window_end_ms: int
+    values: dict[str, Any]
+    state: bytes
+    shards: int
+
+    def as_result(self) -> WindowResult:
+        return WindowResult(
+            self.pipeline,
+            self.key,
+            Window(self.window_start_ms, self.window_end_ms),
+            True,
+            dict(self.values),
+            self.shards,
+        )
+
+
+@dataclass(frozen=True)
+class FinalStep:
+    """What one finalizer step writes, in order: ``finals``, then the cursor moves to
+    ``through``; ``partials`` are the partial rows now covered by final rows."""
+
+    finals: list[FinalRow]
+    through: int
+    partials: list[StoredRow]
+
+
+def first_open_start(windows: Windows, frontier: int) -> int:
+    """The earliest window start whose window (or session bucket) may still be open at
+    ``frontier``: every window starting before it ends at or before ``frontier``."""
+    frontier = min(frontier, END_OF_STARTS)
+    if isinstance(windows, HoppingWindows):
+        size, step = windows.size_ms, windows.step_ms
+        if frontier < size:
+            return 0
+        return (frontier - size) - (frontier - size) % step + step
+    if isinstance(windows, TumblingWindows | SessionWindows):
+        size = windows.size_ms
+        return frontier - frontier % size
+    # Other window kinds: windows start no later than they end.
+    return max(0, frontier - windows.size_ms + 1)
+
+
+def plan_step(
+    pipeline: Pipeline[Any], rows: Iterable[StoredRow], frontier: int, through: int
+) -> FinalStep:
+    """Final rows from ``rows`` (every partial row of the windows starting in
+    ``[through, frontier)``), and where the cursor moves.
+
+    For session windows the rows are buckets: a session is written once it can no longer
+    grow, and the cursor stops at the first bucket of the earliest session that still
+    can (a bucket belongs to exactly one session, so no bucket before the cursor is
+    shared with a session that is still open).
+    """
+    rows = list(rows)
+    codec = StateCodec(pipeline.stored_aggregates, pipeline.windows.describe())
+    merged = merge_at(pipeline, rows, frontier)
+    next_through = max(through, first_open_start(pipeline.windows, frontier))
+    windows = pipeline.windows
+    if isinstance(windows, SessionWindows):
+        for result, _ in merged:
+            if not result.final:
+                first_bucket = result.window.start_ms - result.window.start_ms % windows.gap_ms
+                next_through = max(through, min(next_through, first_bucket))
+    finals = [
+        FinalRow(
+            pipeline.name,
+            result.key,
+            result.window.start_ms,
+            result.window.end_ms,
+            result.values,
+            codec.encode(states),
+            result.shards,
+        )
+        for result, states in merged
+        if result.final and through <= result.window.start_ms < next_through
+    ]
+    finals.sort(key=lambda row: (row.window_start_ms, row.key))
+    partials = [row for row in rows if row.window.start_ms < next_through]
+    return FinalStep(finals, next_through, partials)
+
+
+def top_keys(
+    pipeline: Pipeline[Any], finals: Iterable[FinalRow], limit: int
+) -> dict[str, list[tuple[str, float]]]:
+    """Per numeric aggregate, the ``limit`` keys with the highest values among ``finals``
+    (one window's final rows), highest first, ties by key."""
+    by_aggregate: dict[str, list[tuple[str, float]]] = {}
+    rows = list(finals)
+    for name in pipeline.aggregate_names:
+        ranked = [
+            (row.key, value)
+            for row in rows
+            if isinstance(value := row.values.get(name), int | float)
+            and not isinstance(value, bool)
+            and not math.isnan(value)
+        ]
+        if ranked:
+            ranked.sort(key=lambda item: (-item[1], item[0]))
+            by_aggregate[name] = ranked[:limit]
+    return by_aggregate

@@ -1,0 +1,311 @@
+"""Final rows (processors/finalizer.py, processors/windowing/finals.py).
+
+The story: shards write partial rows as they go; whenever the finalizer runs, every window
+that became final gets one final row, equal to the merge of its partial rows across
+shards, written once however often (and however late) the finalizer runs, for tumbling,
+hopping and session windows alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.alerts import AlertDeliveryError, rule
+from processors.finalizer import PARTIAL_RETENTION_S, Finalizer
+from processors.pipeline import AggregateSpec, Pipeline, Sinks
+from processors.sinks.memory import MemoryAlertSink, MemoryFinalStore
+from processors.windowing.aggregators import Count, Sum
+from processors.windowing.engine import ShardEngine
+from processors.windowing.finals import first_open_start
+from processors.windowing.records import Position, Record
+from processors.windowing.results import merge_rows
+from processors.windowing.windows import (
+    HoppingWindows,
+    SessionWindows,
+    TumblingWindows,
+    Window,
+    Windows,
+)
+
+STREAM = "stream"
+NOW_S = 2_000_000_000
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = orjson.loads(data)
+    return event
+
+
+def pipeline(windows: Windows, lateness: int = 5, **sinks: Any) -> Pipeline[dict[str, Any]]:
+    return Pipeline(
+        name="finals-test",
+        description="counts and sums",
+        decode=decode,
+        key=lambda e: str(e["k"]),
+        event_time=lambda e: int(e["ts"]),
+        windows=windows,
+        allowed_lateness_ms=lateness,
+        aggregates=(
+            AggregateSpec("n", Count()),
+            AggregateSpec("total", Sum(), lambda e: e["v"]),
+        ),
+        idle_timeout_ms=None,
+        max_future_ms=None,
+        sinks=Sinks(**sinks),
+    )
+
+
+class Shards:
+    """Engines for a few shards writing into one store, as the runner would."""
+
+    def __init__(self, pipe: Pipeline[Any], store: MemoryFinalStore, count: int) -> None:
+        self.pipe, self.store = pipe, store
+        self.engines = [
+            ShardEngine(pipe, store.register_shard(pipe.name, STREAM, f"shard-{i}"))
+            for i in range(count)
+        ]
+        self.next_seq = [1] * count
+
+    def send(self, shard: int, events: Sequence[tuple[str, int, int]], ended: bool = False) -> None:
+        engine = self.engines[shard]
+        records = []
+        for key, ts, value in events:
+            data = orjson.dumps({"k": key, "ts": ts, "v": value})
+            records.append(Record(engine.shard_id, Position(self.next_seq[shard]), "pk", data))
+            self.next_seq[shard] += 1
+        name = self.pipe.name
+        engine.process(records, lambda keys: self.store.load_rows(name, engine.shard_id, keys))
+        plan = engine.plan_flush(ended=ended)
+        if plan.intent is not None:
+            self.store.write_intent(name, STREAM, plan.intent)
+        self.store.write_rows(plan.rows)
+        if plan.progress is not None:
+            self.store.write_progress(name, STREAM, plan.progress)
+        engine.confirm_flush(plan)
+
+    def end_all(self) -> None:
+        for shard in range(len(self.engines)):
+            self.send(shard, [], ended=True)
+
+
+def finals_as_tuples(store: MemoryFinalStore, name: str) -> list[tuple[str, Window, Any]]:
+    return [
+        (row.key, Window(row.window_start_ms, row.window_end_ms), row.values)
+        for row in sorted(store.read_finals(name), key=lambda r: (r.key, r.window_start_ms))
+    ]
+
+
+def merged_as_tuples(store: MemoryFinalStore, pipe: Pipeline[Any]) -> list[tuple[str, Window, Any]]:
+    results = merge_rows(pipe, store.read_rows(pipe.name), store.read_progress(pipe.name))
+    return [(r.key, r.window, r.values) for r in results if r.final]
+
+
+WINDOW_KINDS = {
+    "tumbling": TumblingWindows(10),
+    "hopping": HoppingWindows(20, 5),
+    "sessions": SessionWindows(10),
+}
+
+events_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from("abc"),
+        st.integers(0, 300),
+        st.integers(-5, 50),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize("kind", list(WINDOW_KINDS))
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, chunk=st.integers(1, 8), passes=st.lists(st.booleans(), max_size=40))
+def test_final_rows_equal_the_merge_of_partial_rows_whenever_the_finalizer_runs(
+    kind: str, events: list[tuple[int, str, int, int]], chunk: int, passes: list[bool]
+) -> None:
+    pipe = pipeline(WINDOW_KINDS[kind])
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 3)
+    finalizer = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S)
+    per_shard = [[(k, ts, v) for s, k, ts, v in events if s == shard] for shard in range(3)]
+    runs = iter(passes)
+    for offset in range(0, max((len(e) for e in per_shard), default=0), chunk):
+        for shard, shard_events in enumerate(per_shard):
+            shards.send(shard, shard_events[offset : offset + chunk])
+            if next(runs, False):
+                finalizer.run_once()
+                # What is final now has its final row, equal to its merged partials.
+                assert finals_as_tuples(store, pipe.name) == merged_as_tuples(store, pipe)
+    shards.end_all()
+    finalizer.run_once()
+
+    finals = finals_as_tuples(store, pipe.name)
+    assert finals == merged_as_tuples(store, pipe)
+    everything = merge_rows(pipe, store.read_rows(pipe.name), store.read_progress(pipe.name))
+    assert len(finals) == len(everything), "once every shard ended, every window is final"
+    # Every partial row is covered and may expire; running again changes nothing.
+    assert len(store.partial_expiry) == len(store.rows)
+    finalizer.run_once()
+    assert finals_as_tuples(store, pipe.name) == finals
+
+
+def test_two_finalizers_write_each_final_row_once() -> None:
+    pipe = pipeline(TumblingWindows(10))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 2)
+    shards.send(0, [("a", 1, 1), ("b", 12, 2), ("a", 40, 3)])
+    shards.send(1, [("a", 3, 4), ("a", 41, 5)])
+    first = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+    second = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+
+    assert first.final_rows == 2  # a@0 and b@10; the frontier is 40 - 5 = 35
+    assert second.final_rows == 0
+    assert finals_as_tuples(store, pipe.name) == [
+        ("a", Window(0, 10), {"n": 2, "total": 5}),
+        ("b", Window(10, 20), {"n": 1, "total": 2}),
+    ]
+
+
+def test_a_window_still_open_on_one_shard_gets_no_final_row() -> None:
+    pipe = pipeline(TumblingWindows(10))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 2)
+    shards.send(0, [("a", 1, 1), ("a", 100, 1)])
+    shards.send(1, [("a", 2, 1)])  # shard 1's watermark is 2 - 5: nothing is final
+    Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+    assert store.read_finals(pipe.name) == []
+    assert store.finalized_through(pipe.name) == 0
+
+
+def test_result_ttl_sets_the_expiry_of_final_rows_and_partial_rows_expire_after_finalizing() -> (
+    None
+):
+    pipe = pipeline(TumblingWindows(10_000), result_ttl=timedelta(days=7))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1_000, 1), ("a", 30_000, 1)])
+    Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+
+    assert store.final_expiry == {(pipe.name, "a", 0): 10 + 7 * 86_400}
+    assert set(store.partial_expiry.values()) == {NOW_S + PARTIAL_RETENTION_S}
+
+
+def test_a_result_ttl_under_a_second_is_refused() -> None:
+    with pytest.raises(ValueError, match="result_ttl must be at least one second"):
+        pipeline(TumblingWindows(10), result_ttl=timedelta(milliseconds=10))
+
+
+def test_top_keys_of_each_final_window_are_stored_per_aggregate() -> None:
+    pipe = pipeline(TumblingWindows(10))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 2)
+    shards.send(0, [("a", 1, 5), ("b", 2, 1), ("b", 3, 1), ("c", 4, 100)])
+    shards.send(1, [("b", 5, 1), ("a", 6, 5), ("x", 50, 0)])
+    shards.send(0, [("x", 50, 0)])
+    Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+
+    assert store.read_top_keys(pipe.name, 0, "n") == [("b", 3), ("a", 2), ("c", 1)]
+    assert store.read_top_keys(pipe.name, 0, "total") == [("c", 100), ("a", 10), ("b", 3)]
+    assert store.read_top_keys(pipe.name, 50, "n") is None  # not final yet
+
+
+@pytest.mark.parametrize(
+    ("windows", "frontier", "expected"),
+    [
+        (TumblingWindows(10), 35, 30),
+        (TumblingWindows(10), 40, 40),
+        (HoppingWindows(20, 5), 40, 25),
+        (HoppingWindows(20, 5), 43, 25),
+        (HoppingWindows(20, 5), 10, 0),
+        (SessionWindows(10), 35, 30),
+    ],
+)
+def test_the_cursor_stops_at_the_first_window_that_may_still_be_open(
+    windows: Windows, frontier: int, expected: int
+) -> None:
+    assert first_open_start(windows, frontier) == expected
+
+
+# -- alerts -------------------------------------------------------------------------------
+
+
+def alerting_pipeline() -> Pipeline[dict[str, Any]]:
+    return pipeline(
+        TumblingWindows(10),
+        alerts=(rule("n >= 2", severity="critical"), rule("total > 100")),
+    )
+
+
+def test_each_breached_rule_alerts_once_per_key_and_window() -> None:
+    pipe = alerting_pipeline()
+    store = MemoryFinalStore()
+    sink = MemoryAlertSink()
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1, 60), ("a", 2, 60), ("b", 3, 1), ("a", 50, 0)])
+    finalizer = Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S)
+    finalizer.run_once()
+    finalizer.run_once()
+
+    sent = sorted((a.rule.text, a.key, a.window_start_ms) for a in sink.published)
+    assert sent == [("n >= 2", "a", 0), ("total > 100", "a", 0)]
+
+
+def test_a_crash_between_final_rows_and_alerts_sends_them_on_the_next_pass() -> None:
+    pipe = alerting_pipeline()
+    store = MemoryFinalStore()
+    sink = MemoryAlertSink(fail_next=1)  # the topic is unreachable for the first pass
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1, 1), ("a", 2, 1), ("a", 50, 0)])
+    finalizer = Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S)
+    with pytest.raises(AlertDeliveryError):
+        finalizer.run_once()
+    assert store.read_finals(pipe.name)  # the final row landed before the failure
+    assert store.finalized_through(pipe.name) == 0  # the cursor did not move past it
+
+    finalizer.run_once()
+    assert [(a.key, a.rule.text) for a in sink.published] == [("a", "n >= 2")]
+
+
+def test_a_crash_after_publishing_repeats_the_alert_with_the_same_id() -> None:
+    pipe = alerting_pipeline()
+    store = MemoryFinalStore()
+    sink = MemoryAlertSink()
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1, 1), ("a", 2, 1), ("a", 50, 0)])
+
+    original = store.record_alerts_sent
+    store.record_alerts_sent = lambda *args: (_ for _ in ()).throw(RuntimeError("crash"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="crash"):
+        Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S).run_once()
+    store.record_alerts_sent = original  # type: ignore[method-assign]
+    Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S).run_once()
+    Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S).run_once()
+
+    ids = [alert.alert_id for alert in sink.published]
+    assert len(ids) == 2 and len(set(ids)) == 1, "repeated once, under the same alert_id"
+
+
+def test_alerts_come_from_the_stored_final_row() -> None:
+    """A pass replayed after a crash alerts on the row as stored, not on a new merge (the
+    partial rows may have changed or expired since)."""
+    pipe = alerting_pipeline()
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1, 1), ("a", 2, 1), ("a", 50, 0)])
+    Finalizer(pipe, store, MemoryAlertSink(), wall_clock=lambda: NOW_S).run_once()
+    slot = (pipe.name, "a", 0)
+    store.finals[slot] = replace(store.finals[slot], values={"n": 7, "total": 2})
+    store.cursors.clear()  # as if the cursor write and the sent records had been lost
+    store.sent_alerts.clear()
+
+    sink = MemoryAlertSink()
+    Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S).run_once()
+    assert [(a.rule.text, a.value) for a in sink.published] == [("n >= 2", 7)]
