@@ -28,12 +28,15 @@ from processors.sinks.ports import AlertSink, FinalStore
 from processors.windowing.engine import ShardProgress
 from processors.windowing.finals import END_OF_STARTS, FinalRow, plan_step, top_keys
 from processors.windowing.results import final_frontier
+from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
 
 log = logging.getLogger("shardflow.finalizer")
 
 WINDOWS_PER_STEP = 64
-"""Windows read and finalized together; the cursor moves after each batch."""
+ROWS_PER_STEP = 20_000
+"""A step reads whole windows until it holds this many partial rows or windows; the
+cursor moves after each step, so a backlog is worked off in bounded memory."""
 
 TOP_KEYS = 100
 """Keys kept per aggregate in a final window's top-keys item."""
@@ -83,6 +86,8 @@ class Finalizer:
         self._store = store
         self._alerts = alert_sink
         self._wall_clock = wall_clock
+        self._written: set[tuple[str, int]] = set()
+        """(key, start) of final rows past the cursor that this finalizer wrote."""
 
     def run_once(self) -> FinalizeReport:
         """One pass: everything final by now gets its final row and its alerts."""
@@ -101,26 +106,36 @@ class Finalizer:
         if frontier is None:
             return report
         limit = min(frontier, END_OF_STARTS)
-        size = WINDOWS_PER_STEP
-        while through < limit:
-            starts = store.window_starts(name, through, limit)
-            if not starts:
-                break
-            batch, rest = starts[:size], starts[size:]
-            # A batch that stops short of the frontier is planned as if the frontier were
+        starts = store.window_starts(name, through, limit)
+        rows: list[StoredRow] = []
+        taken, at_least = 0, 1
+        while starts:
+            # Read whole windows until the step is big enough (or a long session or
+            # hopping window needs more of them to be decided).
+            while taken < len(starts) and (
+                taken < at_least or (len(rows) < ROWS_PER_STEP and taken < WINDOWS_PER_STEP)
+            ):
+                rows.extend(store.window_rows(name, starts[taken]))
+                taken += 1
+            rest = starts[taken:]
+            # A step that stops short of the frontier is planned as if the frontier were
             # the next window's start: no window or session reaching past it is final yet.
-            step_frontier = rest[0] if rest else frontier
-            rows = [row for start in batch for row in store.window_rows(name, start)]
-            step = plan_step(pipeline, rows, step_frontier, through)
+            step = plan_step(pipeline, rows, rest[0] if rest else frontier, through)
+            fresh = [
+                row for row in step.finals if (row.key, row.window_start_ms) not in self._written
+            ]
             if step.through <= through:
+                self._commit(fresh, [], report)  # sessions past a still open one
                 if not rest:
                     break  # nothing more is final
-                size *= 2  # a long window or session spans the whole batch: read more
+                at_least = taken * 2
                 continue
-            self._commit(step.finals, step.partials, report)
+            self._commit(fresh, step.partials, report)
             store.set_finalized_through(name, step.through)
+            self._written = {slot for slot in self._written if slot[1] >= step.through}
             through = report.through = step.through
-            size = WINDOWS_PER_STEP
+            starts = [start for start in starts if start >= through]
+            rows, taken, at_least = [], 0, 1
         return report
 
     def _commit(
@@ -152,6 +167,8 @@ class Finalizer:
         if partials:
             now = int(self._wall_clock())
             store.expire_partials(partials, now + PARTIAL_RETENTION_S)
+        # Only now, with their alerts sent: a failed commit is planned again in full.
+        self._written.update((row.key, row.window_start_ms) for row in stored)
 
     def _alert(self, stored: Sequence[FinalRow], report: FinalizeReport) -> None:
         pipeline = self.pipeline

@@ -144,9 +144,11 @@ def make_runner(
     settings: Settings,
     pipelines: Sequence[Pipeline[Any]],
     options: RunnerOptions | None = None,
+    finalize: bool = True,
 ) -> EmbeddedRunner:
     """A runner for ``pipelines``, which must read one stream (:func:`stream_of`), with
-    each pipeline's own table and queue."""
+    each pipeline's own table, queue and alert topic; with ``finalize``, it writes final
+    rows and sends alerts as windows become final."""
     settings = replace(settings, stream=stream_of(settings, pipelines))
     stores: dict[str, DynamoPartialStore] = {}
     letters: dict[str, SqsDeadLetters] = {}
@@ -187,5 +189,9 @@ def make_runner(
         settings.stream,
         options,
         stream_identity=identity,
-        finalize=FinalizeSchedule(finalizers, (options or RunnerOptions()).finalize_interval),
+        finalize=(
+            FinalizeSchedule(finalizers, (options or RunnerOptions()).finalize_interval)
+            if finalize
+            else None
+        ),
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from processors.pipeline import AggregateSpec, Pipeline
+from processors.alerts import rule
+from processors.pipeline import AggregateSpec, Pipeline, Sinks
 from processors.windowing.aggregators import Count, First, Last, Max, Mean
 from processors.windowing.sketches import ApproxQuantile
 from processors.windowing.top_k import TopK
@@ -46,5 +47,12 @@ DEVICE_SESSIONS: Pipeline[DeviceReading] = Pipeline(
         AggregateSpec("battery_first", First(), _timed_battery),
         AggregateSpec("battery_last", Last(), _timed_battery),
         AggregateSpec("top_errors", TopK(k=3), attrgetter("error")),
+    ),
+    # One alert per device session that ran hot, or ended with the battery nearly flat.
+    sinks=Sinks(
+        alerts=(
+            rule("temperature_max >= 60", severity="critical"),
+            rule("battery_last < 10", severity="warning"),
+        )
     ),
 )

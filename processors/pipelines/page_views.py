@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from processors.pipeline import AggregateSpec, Pipeline
+from processors.alerts import rule
+from processors.pipeline import AggregateSpec, Pipeline, Sinks
 from processors.windowing.aggregators import Count, Max, Min, Sum
 from processors.windowing.sketches import ApproxDistinct, ApproxQuantile
 from processors.windowing.windows import TumblingWindows
@@ -39,4 +40,6 @@ PAGE_VIEWS: Pipeline[PageView] = Pipeline(
         AggregateSpec("latency_p99", ApproxQuantile(0.99), _latency),
         AggregateSpec("unique_users", ApproxDistinct(), _user),
     ),
+    # One alert per page and final window whose p99 latency reaches a second.
+    sinks=Sinks(alerts=(rule("latency_p99 >= 1000", severity="critical"),)),
 )

@@ -59,7 +59,9 @@ class FinalRow:
 @dataclass(frozen=True)
 class FinalStep:
     """What one finalizer step writes, in order: ``finals``, then the cursor moves to
-    ``through``; ``partials`` are the partial rows now covered by final rows."""
+    ``through``; ``partials`` are the partial rows before it, now covered by final rows.
+    For sessions, ``finals`` may also hold sessions past the new cursor (final, though
+    an earlier session of another key is not): the next step plans them again."""
 
     finals: list[FinalRow]
     through: int
@@ -86,7 +88,8 @@ def plan_step(
     pipeline: Pipeline[Any], rows: Iterable[StoredRow], frontier: int, through: int
 ) -> FinalStep:
     """Final rows from ``rows`` (every partial row of the windows starting in
-    ``[through, frontier)``), and where the cursor moves.
+    ``[through, frontier)``), and where the cursor moves: past every window, or session
+    bucket, that is final and written.
 
     For session windows the rows are buckets: a session is written once it can no longer
     grow, and the cursor stops at the first bucket of the earliest session that still
@@ -114,7 +117,9 @@ def plan_step(
             result.shards,
         )
         for result, states in merged
-        if result.final and through <= result.window.start_ms < next_through
+        # A session beyond the cursor can be final while an earlier one is still open
+        # (one key that never pauses must not hold every other key's sessions back).
+        if result.final and result.window.start_ms >= through
     ]
     finals.sort(key=lambda row: (row.window_start_ms, row.key))
     partials = [row for row in rows if row.window.start_ms < next_through]

@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import processors.finalizer as finalizer_module
 from processors.alerts import AlertDeliveryError, rule
 from processors.finalizer import PARTIAL_RETENTION_S, Finalizer
 from processors.pipeline import AggregateSpec, Pipeline, Sinks
@@ -118,20 +120,34 @@ events_strategy = st.lists(
     st.tuples(
         st.integers(0, 2),
         st.sampled_from("abc"),
-        st.integers(0, 300),
+        st.integers(0, 150),
         st.integers(-5, 50),
     ),
     max_size=60,
 )
 
 
+@pytest.mark.parametrize("steps", ["one step", "small steps"])
 @pytest.mark.parametrize("kind", list(WINDOW_KINDS))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(events=events_strategy, chunk=st.integers(1, 8), passes=st.lists(st.booleans(), max_size=40))
 def test_final_rows_equal_the_merge_of_partial_rows_whenever_the_finalizer_runs(
-    kind: str, events: list[tuple[int, str, int, int]], chunk: int, passes: list[bool]
+    kind: str, steps: str, events: list[tuple[int, str, int, int]], chunk: int, passes: list[bool]
 ) -> None:
-    pipe = pipeline(WINDOW_KINDS[kind])
+    # Small steps: the finalizer reads two windows (or three rows) at a time, so sessions
+    # and hopping windows span steps and the step has to grow to decide them.
+    small = steps == "small steps"
+    with (
+        patch.object(finalizer_module, "WINDOWS_PER_STEP", 2 if small else 64),
+        patch.object(finalizer_module, "ROWS_PER_STEP", 3 if small else 20_000),
+    ):
+        check_final_rows(WINDOW_KINDS[kind], events, chunk, passes)
+
+
+def check_final_rows(
+    windows: Windows, events: list[tuple[int, str, int, int]], chunk: int, passes: list[bool]
+) -> None:
+    pipe = pipeline(windows)
     store = MemoryFinalStore()
     shards = Shards(pipe, store, 3)
     finalizer = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S)
@@ -309,3 +325,17 @@ def test_alerts_come_from_the_stored_final_row() -> None:
     sink = MemoryAlertSink()
     Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S).run_once()
     assert [(a.rule.text, a.value) for a in sink.published] == [("n >= 2", 7)]
+
+
+def test_a_key_that_never_pauses_does_not_hold_back_other_keys_sessions() -> None:
+    pipe = pipeline(SessionWindows(10))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    busy = [("busy", ts, 1) for ts in range(0, 200, 5)]
+    shards.send(0, sorted([*busy, ("quiet", 20, 1)], key=lambda e: e[1]))
+    finalizer = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S)
+    finalizer.run_once()
+    assert finalizer.run_once().final_rows == 0, "written once, not on every pass"
+
+    assert finals_as_tuples(store, pipe.name) == [("quiet", Window(20, 30), {"n": 1, "total": 1})]
+    assert store.finalized_through(pipe.name) == 0, "the busy session is still open"
