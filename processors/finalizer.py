@@ -19,17 +19,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from processors.alerts import Alert, alerts_for
 from processors.pipeline import Pipeline
 from processors.sinks.ports import AlertSink, FinalStore
 from processors.windowing.engine import ShardProgress
-from processors.windowing.finals import END_OF_STARTS, FinalRow, plan_step, top_keys
+from processors.windowing.finals import (
+    END_OF_STARTS,
+    FinalRow,
+    final_result,
+    plan_step,
+    top_keys,
+)
 from processors.windowing.results import final_frontier
 from processors.windowing.rows import StoredRow
-from processors.windowing.windows import SessionWindows
+from processors.windowing.windows import HoppingWindows, SessionWindows, Windows
 
 log = logging.getLogger("shardflow.finalizer")
 
@@ -41,6 +47,12 @@ cursor moves after each step, so a backlog is worked off in bounded memory."""
 TOP_KEYS = 100
 """Keys kept per aggregate in a final window's top-keys item."""
 
+MAX_ROWS_HELD = 200_000
+"""A pass stops growing its step here when an open session spans it all."""
+
+ALERTS_PER_RECORD = 10
+"""Alerts published (one PublishBatch) and then recorded as sent together."""
+
 PARTIAL_RETENTION_S = 3_600
 """Partial rows of final windows expire this long after their final row is written (a
 query that read progress just before may still be reading them)."""
@@ -49,25 +61,28 @@ query that read progress just before may still be reading them)."""
 class _Store(FinalStore, Protocol):
     def read_progress(self, pipeline: str) -> list[ShardProgress]: ...
 
-    def read_rows(
-        self,
-        pipeline: str,
-        key: str | None = None,
-        start_from_ms: int | None = None,
-        start_before_ms: int | None = None,
-    ) -> list[Any]: ...
-
 
 @dataclass
 class FinalizeReport:
-    """What one pass did."""
+    """What one pass (or, summed, a run) did."""
 
     final_rows: int = 0
     windows: int = 0
     alerts_sent: int = 0
     alerts_already_sent: int = 0
+    alerts_refused: int = 0
     through: int | None = None
+    skipped: bool = False
+    """Nothing could have become final since the last complete pass, so none was made."""
     alerts: list[Alert] = field(default_factory=list)
+
+
+def _end_step(windows: Windows) -> int:
+    """Window ends are multiples of this: finality changes only when the frontier
+    crosses one."""
+    if isinstance(windows, HoppingWindows):
+        return windows.step_ms
+    return windows.size_ms
 
 
 class Finalizer:
@@ -88,6 +103,8 @@ class Finalizer:
         self._wall_clock = wall_clock
         self._written: set[tuple[str, int]] = set()
         """(key, start) of final rows past the cursor that this finalizer wrote."""
+        self._done_at: int | None = None
+        """The frontier of the last pass that finished everything it could."""
 
     def run_once(self) -> FinalizeReport:
         """One pass: everything final by now gets its final row and its alerts."""
@@ -98,12 +115,16 @@ class Finalizer:
         frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
         through = store.finalized_through(name)
         if through is None:
-            # The first pass: index rows written before the index existed (a one-off Scan).
-            store.index_rows(store.read_rows(name))
+            # The first pass: index rows written before the index existed.
+            store.backfill_index(name)
             store.set_finalized_through(name, 0)
             through = 0
         report.through = through
         if frontier is None:
+            return report
+        step_ms = _end_step(pipeline.windows)
+        if self._done_at is not None and frontier // step_ms == self._done_at // step_ms:
+            report.skipped = True
             return report
         limit = min(frontier, END_OF_STARTS)
         starts = store.window_starts(name, through, limit)
@@ -128,18 +149,28 @@ class Finalizer:
                 self._commit(fresh, [], report)  # sessions past a still open one
                 if not rest:
                     break  # nothing more is final
+                if len(rows) >= MAX_ROWS_HELD:
+                    log.warning(
+                        "%s: a session open since %s holds %d partial rows behind it; later "
+                        "sessions are finalized as they end, the rest when it ends",
+                        name,
+                        through,
+                        len(rows),
+                    )
+                    break
                 at_least = taken * 2
                 continue
             self._commit(fresh, step.partials, report)
             store.set_finalized_through(name, step.through)
-            self._written = {slot for slot in self._written if slot[1] >= step.through}
             through = report.through = step.through
+            self._written = {slot for slot in self._written if slot[1] >= through}
             starts = [start for start in starts if start >= through]
             rows, taken, at_least = [], 0, 1
+        self._done_at = frontier
         return report
 
     def _commit(
-        self, finals: Sequence[FinalRow], partials: Sequence[Any], report: FinalizeReport
+        self, finals: Sequence[FinalRow], partials: Sequence[StoredRow], report: FinalizeReport
     ) -> None:
         pipeline, store = self.pipeline, self._store
         ttl = pipeline.result_ttl_s
@@ -149,7 +180,11 @@ class Finalizer:
         for row in finals:
             by_end.setdefault(row.window_end_ms, []).append(row)
         for end, rows in sorted(by_end.items()):
-            stored.extend(store.write_finals(rows, _expiry(end, ttl)))
+            written = store.write_finals(rows, _expiry(end, ttl))
+            # The values as stored, exactly (a row that existed is taken as it was).
+            stored.extend(
+                replace(row, values=final_result(pipeline, row).values) for row in written
+            )
         report.final_rows += len(stored)
         by_start: dict[int, list[FinalRow]] = {}
         for row in stored:
@@ -171,7 +206,7 @@ class Finalizer:
         self._written.update((row.key, row.window_start_ms) for row in stored)
 
     def _alert(self, stored: Sequence[FinalRow], report: FinalizeReport) -> None:
-        pipeline = self.pipeline
+        pipeline, store = self.pipeline, self._store
         rules = pipeline.sinks.alerts
         if not rules or self._alerts is None:
             return
@@ -184,18 +219,23 @@ class Finalizer:
         ]
         if not alerts:
             return
-        unsent = self._store.unsent_alerts(pipeline.name, [a.alert_id for a in alerts])
+        unsent = store.unsent_alerts(pipeline.name, [a.alert_id for a in alerts])
         pending = [alert for alert in alerts if alert.alert_id in unsent]
         report.alerts_already_sent += len(alerts) - len(pending)
-        if not pending:
-            return
-        self._alerts.publish(pending)
         ttl = pipeline.result_ttl_s
-        latest_end = max(alert.window_end_ms for alert in pending)
-        self._store.record_alerts_sent(pipeline.name, pending, _expiry(latest_end, ttl))
-        report.alerts_sent += len(pending)
-        report.alerts.extend(pending)
-        log.info("%s: %d alerts sent", pipeline.name, len(pending))
+        # Recorded as sent a batch at a time: a later failure resends only what follows.
+        for offset in range(0, len(pending), ALERTS_PER_RECORD):
+            chunk = pending[offset : offset + ALERTS_PER_RECORD]
+            refused = {alert.alert_id: why for alert, why in self._alerts.publish(chunk)}
+            for alert_id, why in refused.items():
+                log.error("%s: alert %s refused for good: %s", pipeline.name, alert_id, why)
+            latest_end = max(alert.window_end_ms for alert in chunk)
+            store.record_alerts_sent(pipeline.name, chunk, _expiry(latest_end, ttl), refused)
+            report.alerts_sent += len(chunk) - len(refused)
+            report.alerts_refused += len(refused)
+            report.alerts.extend(a for a in chunk if a.alert_id not in refused)
+        if pending:
+            log.info("%s: %d alerts sent", pipeline.name, len(pending))
 
 
 def _expiry(window_end_ms: int, ttl_s: int | None) -> int | None:

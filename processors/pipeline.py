@@ -49,8 +49,9 @@ class Sinks:
     """Rules checked on every final window (``rule("views > 1000")``): each breach is
     published once to the alert topic."""
     result_ttl: timedelta | None = None
-    """How long results live after their window ends (DynamoDB TTL on final rows, the
-    window index and sent-alert records); None keeps them."""
+    """How long results live after their window ends (DynamoDB TTL on final rows, top
+    keys, the window index and sent-alert records); None keeps them. Partial rows of
+    final windows expire an hour after their final row is written either way."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import PartialStore
-from processors.windowing.finals import FinalRow
+from processors.windowing.finals import FinalRow, final_result
 from processors.windowing.results import WindowResult, merge_rows
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
@@ -34,11 +34,14 @@ def query_windows(
     if isinstance(pipeline.windows, SessionWindows):
         windows = pipeline.windows
         rows = _session_rows(store, pipeline, windows, key, since_ms, until_ms)
-        low = min((row.window.start_ms for row in rows), default=since_ms)
-        if low is not None and since_ms is not None:
-            low = min(low, since_ms - 4 * windows.gap_ms)
+        # A final session may reach far into the range from before it, and its buckets
+        # may have expired: for one key, read all of its final sessions up to the range's
+        # end (one Query); without a key, those starting up to 4 gaps before the range.
+        low = None
+        if key is None and since_ms is not None:
+            low = min([since_ms - 4 * windows.gap_ms, *(row.window.start_ms for row in rows)])
         finals = read_finals(pipeline.name, key, low, until_ms) if read_finals else []
-        results = _with_finals(merge_rows(pipeline, rows, shards), finals, sessions=True)
+        results = _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, True)
         return [
             result
             for result in results
@@ -49,18 +52,18 @@ def query_windows(
     start_from = None if since_ms is None else since_ms - size + 1
     rows = store.read_rows(pipeline.name, key, start_from, until_ms)
     finals = read_finals(pipeline.name, key, start_from, until_ms) if read_finals else []
-    return _with_finals(merge_rows(pipeline, rows, shards), finals, sessions=False)
+    return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
 
 
 def _with_finals(
-    merged: list[WindowResult], finals: list[FinalRow], sessions: bool
+    pipeline: Pipeline[Any], merged: list[WindowResult], finals: list[FinalRow], sessions: bool
 ) -> list[WindowResult]:
     """Final rows in place of what the partial rows give for the same windows: once
     finalized, the partial rows may expire. For sessions, a final session replaces every
     partial session of its key that it overlaps (some of its buckets may be gone)."""
     if not finals:
         return merged
-    final_results = [row.as_result() for row in finals]
+    final_results = [final_result(pipeline, row) for row in finals]
     if sessions:
         by_key: dict[str, list[WindowResult]] = {}
         for result in final_results:

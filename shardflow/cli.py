@@ -182,11 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=FORMATS, default="table")
 
     dead = commands.add_parser(
-        "dead-letters", help="list what is in the dead-letter queue (removes nothing)"
+        "dead-letters",
+        help="list what is in the dead-letter queue (removes nothing), or --redrive it",
     )
-    dead.add_argument("--reason", choices=("invalid", "late"), help="only letters of this reason")
-    dead.add_argument("--limit", type=positive_int, default=100, help="at most N (default 100)")
+    dead.add_argument(
+        "--reason",
+        choices=("invalid", "late"),
+        help="only letters of this reason (--redrive: invalid, the only one it takes)",
+    )
+    dead.add_argument(
+        "--limit",
+        type=positive_int,
+        help="at most N (default 100; with --redrive, every letter)",
+    )
     dead.add_argument("--format", choices=("table", "json"), default="table")
+    dead.add_argument(
+        "--redrive",
+        action="store_true",
+        help="send a pipeline's invalid letters back through it (after a schema or pipeline "
+        "fix): those it now accepts are put into its stream, for it alone, and removed from "
+        "the queue once Kinesis has them; the others stay",
+    )
+    dead.add_argument(
+        "--pipeline",
+        help="with --redrive: whose letters (default: the one pipeline using the queue)",
+    )
+    dead.add_argument(
+        "--resend-uncertain",
+        action="store_true",
+        help="with --redrive: also send letters an interrupted redrive may have sent already",
+    )
 
     replay = commands.add_parser("replay", help="run a pipeline over a JSON-lines file, in memory")
     replay.add_argument("pipeline")
@@ -340,9 +365,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()
     log.info("running %s on stream %s", ", ".join(names), settings.stream)
     stats = runner.run(stop, until_idle=args.until_idle)
+    finalized = runner.finalized
     print(
         f"processed {stats.records} records, dead letters {stats.dead_letters or 'none'}, "
-        f"{stats.rows_written} row writes in {stats.flushes} flushes"
+        f"{stats.rows_written} row writes in {stats.flushes} flushes, "
+        f"{finalized.final_rows} final rows, {finalized.alerts_sent} alerts sent"
     )
     return 0
 
@@ -356,6 +383,28 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    if args.redrive:
+        from shardflow.redrive_command import NoPipeline, choose_pipeline, run_redrive  # noqa: PLC0415
+
+        try:
+            pipeline = choose_pipeline(settings, list(PIPELINES.values()), args.pipeline)
+        except NoPipeline as exc:
+            print(f"shardflow dead-letters: {exc}", file=sys.stderr)
+            return 2
+        return run_redrive(
+            make_clients(settings),
+            settings,
+            pipeline,
+            reason=args.reason or "invalid",
+            limit=args.limit,
+            resend_uncertain=args.resend_uncertain,
+        )
+    if args.pipeline or args.resend_uncertain:
+        print(
+            "shardflow dead-letters: --pipeline and --resend-uncertain go with --redrive",
+            file=sys.stderr,
+        )
+        return 2
     from shardflow.dead_letter_list import (  # noqa: PLC0415
         list_dead_letters,
         queue_depth,
@@ -364,7 +413,7 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
     clients = make_clients(settings)
     url = queue_url(clients, settings.dead_letter_queue)
-    letters = list_dead_letters(clients.sqs, url, args.reason, args.limit)
+    letters = list_dead_letters(clients.sqs, url, args.reason, args.limit or 100)
     print(render_letters(letters, args.format))
     print(
         f"{len(letters)} shown; the queue {settings.dead_letter_queue} reports about "

@@ -93,6 +93,7 @@ def _view(
     header = (
         f"shardflow demo: {time.monotonic() - started:5.0f}s  produced {produced.sent}  "
         f"processed {stats.records}  dead letters {dict(stats.dead_letters) or 0}  "
+        f"final rows {runner.finalized.final_rows}  alerts {runner.finalized.alerts_sent}  "
         f"shards {stats.shards}  {_endpoints(settings)}"
     )
     table = render_table(_latest_per_key(results), PAGE_VIEWS.aggregate_names)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from processors.finalizer import FinalizeReport
 from processors.pipeline import Pipeline
 from processors.sinks.ports import DeadLetterSink, PartialStore
 from processors.windowing.engine import FlushPlan, ShardEngine
@@ -130,6 +131,11 @@ class EmbeddedRunner:
         self._rediscover = True
         self._finalize = finalize
         self.stats = RunStats()
+
+    @property
+    def finalized(self) -> FinalizeReport:
+        """Final rows written and alerts sent so far (zero without a finalizer)."""
+        return self._finalize.totals if self._finalize is not None else FinalizeReport()
 
     # -- shard discovery ------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.windowing.records import Position, Record, make_record
+from processors.windowing.redrive_envelope import MAGIC, route
 from streams.aws_errors import ResourceMissing, error_code, is_retryable
 from streams.kpl import MalformedAggregate, decode_aggregate, is_aggregate
 
@@ -45,7 +46,10 @@ class ShardReader:
 
     KPL aggregates are expanded into their user records: Position(sequence, index in the
     aggregate), each with its own partition key and the aggregate's arrival time. Any other
-    Kinesis record is one record at sub-sequence 0.
+    Kinesis record is one record at sub-sequence 0. A redriven record (user record or
+    plain) is unwrapped from its envelope: its ``data`` is the original bytes, and its
+    ``only_for`` names the one pipeline that takes it
+    (:mod:`processors.windowing.redrive_envelope`).
     """
 
     def __init__(
@@ -149,11 +153,19 @@ class ShardReader:
                     users = None
                 if users is not None:
                     for sub, user in enumerate(users):
+                        make = _redriven if user.data.startswith(MAGIC) else make_record
                         append(
-                            make_record(
-                                shard_id, sequence, sub, user.partition_key, user.data, arrival
-                            )
+                            make(shard_id, sequence, sub, user.partition_key, user.data, arrival)
                         )
                     continue
-            append(make_record(shard_id, sequence, 0, raw["PartitionKey"], data, arrival))
+            make = _redriven if data.startswith(MAGIC) else make_record
+            append(make(shard_id, sequence, 0, raw["PartitionKey"], data, arrival))
         return records
+
+
+def _redriven(
+    shard_id: str, sequence: int, sub: int, partition_key: str, data: bytes, arrival: int | None
+) -> Record:
+    """A record put back by ``shardflow dead-letters --redrive``, out of its envelope."""
+    original, only_for = route(data)
+    return make_record(shard_id, sequence, sub, partition_key, original, arrival, only_for)

@@ -8,16 +8,17 @@ consistent and could hide a partial row from the finalizer).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from botocore.exceptions import ClientError
 
-from processors.alerts import Alert
+from processors.alerts import Alert, json_safe
 from processors.windowing.finals import FinalRow
 from processors.windowing.records import Position
 from processors.windowing.rows import StoredRow
@@ -29,8 +30,15 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _BATCH_GET_LIMIT = 100
-_INDEX_CACHE_WINDOWS = 64
-"""Window starts per pipeline whose index entries this process remembers writing."""
+_INDEX_CACHE_ENTRIES = 200_000
+"""(window, key, shard) index entries this process remembers writing (about 30 MB at
+most); beyond it the oldest windows are forgotten first (their entries are written again
+if a row of theirs is, which is harmless)."""
+
+INDEX_MIN_LIFE_S = 7 * 86_400
+"""Index entries live at least this long from when they are written, whatever the result
+TTL: the finalizer must find every partial row of a window, even one read long after it
+ended (a replay, a runner that was down)."""
 
 
 def row_pk(pipeline: str, key: str) -> str:
@@ -65,6 +73,11 @@ def cursor_pk(pipeline: str) -> str:
     return f"finalizer#{pipeline}"
 
 
+def key_digest(key: str) -> str:
+    """A fixed-size stand-in for ``key`` in sort keys (the key itself is an attribute)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def _start_sk(window_start_ms: int) -> dict[str, str]:
     return {"S": f"{window_start_ms:013d}"}
 
@@ -83,19 +96,27 @@ def row_from_item(item: dict[str, Any]) -> StoredRow:
 def _final_item(row: FinalRow, expires_at: int | None) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": {"S": final_pk(row.pipeline, row.key)},
-        "sk": _start_sk(row.window_start_ms),
+        "sk": _start_sk(row.sort_ms),
         "kind": {"S": "final"},
         "pipeline": {"S": row.pipeline},
         "key": {"S": row.key},
         "window_start": {"N": str(row.window_start_ms)},
         "window_end": {"N": str(row.window_end_ms)},
-        "values": {"S": orjson.dumps(row.values).decode()},
+        "values": {"S": values_json(row.values)},
         "state": {"B": row.state},
         "shards": {"N": str(row.shards)},
     }
+    if row.slot_ms is not None:
+        item["slot"] = {"N": str(row.slot_ms)}
     if expires_at is not None:
         item["expires_at"] = {"N": str(expires_at)}
     return item
+
+
+def values_json(values: Mapping[str, Any]) -> str:
+    """The values as JSON for any reader: NaN and infinities as null, top-k pairs as
+    lists, integers of any size (the exact values are in ``state``)."""
+    return json.dumps(json_safe(dict(values)), separators=(",", ":"), allow_nan=False)
 
 
 def final_from_item(item: dict[str, Any]) -> FinalRow:
@@ -104,9 +125,10 @@ def final_from_item(item: dict[str, Any]) -> FinalRow:
         key=item["key"]["S"],
         window_start_ms=int(item["window_start"]["N"]),
         window_end_ms=int(item["window_end"]["N"]),
-        values=orjson.loads(item["values"]["S"]),
+        values=json.loads(item["values"]["S"]),
         state=bytes(item["state"]["B"]),
         shards=int(item["shards"]["N"]),
+        slot_ms=int(item["slot"]["N"]) if "slot" in item else None,
     )
 
 
@@ -121,6 +143,7 @@ class DynamoFinals:
         self._result_ttl_s = dict(result_ttl_s)
         self._index_lock = threading.Lock()
         self._indexed: dict[str, dict[int, set[tuple[str, str]]]] = {}
+        self._index_entries = 0
 
     # -- the window index, written with partial rows --------------------------------
 
@@ -128,7 +151,8 @@ class DynamoFinals:
         ttl = self._result_ttl_s.get(row.pipeline)
         if ttl is None:
             return {}
-        return {"expires_at": {"N": str(row.window.end_ms // 1000 + ttl)}}
+        expires = max(row.window.end_ms // 1000 + ttl, int(time.time()) + INDEX_MIN_LIFE_S)
+        return {"expires_at": {"N": str(expires)}}
 
     def _index_row(self, row: StoredRow) -> None:
         """Write the index entries of ``row`` unless this process already did."""
@@ -156,7 +180,8 @@ class DynamoFinals:
             TableName=self._table,
             Item={
                 "pk": {"S": window_keys_pk(row.pipeline, start)},
-                "sk": {"S": f"{row.key}#{row.shard_id}"},
+                # Keys may be up to 1 KiB, the limit of a whole sort key: hash them.
+                "sk": {"S": f"{key_digest(row.key)}#{row.shard_id}"},
                 "kind": {"S": "window-key"},
                 "key": {"S": row.key},
                 "shard_id": {"S": row.shard_id},
@@ -165,13 +190,39 @@ class DynamoFinals:
         )
         with self._index_lock:
             by_start = self._indexed.setdefault(row.pipeline, {})
-            by_start.setdefault(start, set()).add(entry)
-            while len(by_start) > _INDEX_CACHE_WINDOWS:
-                del by_start[min(by_start)]
+            written = by_start.setdefault(start, set())
+            if entry not in written:
+                written.add(entry)
+                self._index_entries += 1
+            while self._index_entries > _INDEX_CACHE_ENTRIES and len(by_start) > 1:
+                self._index_entries -= len(by_start.pop(min(by_start)))
 
-    def index_rows(self, rows: Sequence[StoredRow]) -> None:
-        for _ in self._pool.map(self._index_row, rows):
-            pass
+    def backfill_index(self, pipeline: str) -> int:
+        seen = 0
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self._table,
+            ConsistentRead=True,
+            FilterExpression="begins_with(pk, :prefix)",
+            ProjectionExpression="#p, #k, window_start, window_end, shard_id",
+            ExpressionAttributeNames={"#p": "pipeline", "#k": "key"},
+            ExpressionAttributeValues={":prefix": {"S": row_pk(pipeline, "")}},
+        )
+        for page in pages:
+            rows = [
+                StoredRow(
+                    item["pipeline"]["S"],
+                    item["key"]["S"],
+                    Window(int(item["window_start"]["N"]), int(item["window_end"]["N"])),
+                    item["shard_id"]["S"],
+                    Position(0),
+                    b"",
+                )
+                for item in page.get("Items", [])
+            ]
+            for _ in self._pool.map(self._index_row, rows):
+                pass
+            seen += len(rows)
+        return seen
 
     def window_starts(self, pipeline: str, start_from_ms: int, start_before_ms: int) -> list[int]:
         if start_before_ms <= start_from_ms:
@@ -220,7 +271,7 @@ class DynamoFinals:
                 TableName=self._table,
                 Key={
                     "pk": {"S": final_pk(row.pipeline, row.key)},
-                    "sk": _start_sk(row.window_start_ms),
+                    "sk": _start_sk(row.sort_ms),
                 },
                 ConsistentRead=True,
             )
@@ -281,7 +332,7 @@ class DynamoFinals:
                 "window_start": {"N": str(window_start_ms)},
                 "window_end": {"N": str(window_end_ms)},
                 "keys": {"N": str(keys)},
-                "top": {"S": orjson.dumps([list(pair) for pair in top[aggregate]]).decode()},
+                "top": {"S": values_json({"top": top[aggregate]})},
             }
             if expires_at is not None:
                 item["expires_at"] = {"N": str(expires_at)}
@@ -301,7 +352,7 @@ class DynamoFinals:
         item = response.get("Item")
         if item is None:
             return None
-        return [(key, value) for key, value in orjson.loads(item["top"]["S"])]
+        return [(key, value) for key, value in json.loads(item["top"]["S"])["top"]]
 
     def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
         def expire(row: StoredRow) -> None:
@@ -353,9 +404,14 @@ class DynamoFinals:
         return set(alert_ids) - sent
 
     def record_alerts_sent(
-        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
+        self,
+        pipeline: str,
+        alerts: Sequence[Alert],
+        expires_at: int | None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         now = str(int(time.time() * 1000))
+        reasons = refused or {}
 
         def record(alert: Alert) -> None:
             item: dict[str, Any] = {
@@ -367,7 +423,10 @@ class DynamoFinals:
                 "window_start": {"N": str(alert.window_start_ms)},
                 "window_end": {"N": str(alert.window_end_ms)},
                 "sent_at": {"N": now},
+                "state": {"S": "refused" if alert.alert_id in reasons else "sent"},
             }
+            if alert.alert_id in reasons:
+                item["error"] = {"S": reasons[alert.alert_id][:2000]}
             if expires_at is not None:
                 item["expires_at"] = {"N": str(expires_at)}
             self._client.put_item(TableName=self._table, Item=item)

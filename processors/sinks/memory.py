@@ -123,10 +123,16 @@ class MemoryFinalStore(MemoryPartialStore):
         self.top: dict[tuple[str, int, str], list[tuple[str, float]]] = {}
         self.partial_expiry: dict[tuple[str, str, RowKey], int] = {}
         self.sent_alerts: dict[tuple[str, str], Alert] = {}
+        self.refused_alerts: dict[tuple[str, str], str] = {}
 
     def write_rows(self, rows: Sequence[StoredRow]) -> None:
         super().write_rows(rows)
         self.index_rows(rows)
+
+    def backfill_index(self, pipeline: str) -> int:
+        rows = self.read_rows(pipeline)
+        self.index_rows(rows)
+        return len(rows)
 
     def index_rows(self, rows: Sequence[StoredRow]) -> None:
         with self._lock:
@@ -160,7 +166,7 @@ class MemoryFinalStore(MemoryPartialStore):
         with self._lock:
             stored = []
             for row in rows:
-                slot = (row.pipeline, row.key, row.window_start_ms)
+                slot = (row.pipeline, row.key, row.sort_ms)
                 if slot not in self.finals:
                     self.finals[slot] = row
                     self.final_expiry[slot] = expires_at
@@ -213,11 +219,17 @@ class MemoryFinalStore(MemoryPartialStore):
             return {i for i in alert_ids if (pipeline, i) not in self.sent_alerts}
 
     def record_alerts_sent(
-        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
+        self,
+        pipeline: str,
+        alerts: Sequence[Alert],
+        expires_at: int | None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         with self._lock:
             for alert in alerts:
                 self.sent_alerts[(pipeline, alert.alert_id)] = alert
+                if refused and alert.alert_id in refused:
+                    self.refused_alerts[(pipeline, alert.alert_id)] = refused[alert.alert_id]
 
 
 class MemoryAlertSink:
@@ -228,10 +240,14 @@ class MemoryAlertSink:
         self.published: list[Alert] = []
         self.fail_next = fail_next
         self.calls = 0
+        self.refuse_keys: set[str] = set()
+        """Alerts of these keys are refused for good (as SNS refuses an invalid one)."""
 
-    def publish(self, alerts: Sequence[Alert]) -> None:
+    def publish(self, alerts: Sequence[Alert]) -> list[tuple[Alert, str]]:
         self.calls += 1
         if self.fail_next > 0:
             self.fail_next -= 1
             raise AlertDeliveryError(f"alert sink failure injected ({len(alerts)} alerts not sent)")
-        self.published.extend(alerts)
+        refused = [(a, "refused by the test") for a in alerts if a.key in self.refuse_keys]
+        self.published.extend(a for a in alerts if a.key not in self.refuse_keys)
+        return refused

@@ -89,9 +89,9 @@ class FinalStore(Protocol):
         """Move the cursor forward (never back; a lower value is ignored)."""
         ...
 
-    def index_rows(self, rows: Sequence[StoredRow]) -> None:
-        """Record the windows and (key, shard) pairs of ``rows`` in the index (for rows
-        written before the index existed)."""
+    def backfill_index(self, pipeline: str) -> int:
+        """Index the pipeline's partial rows written before the index existed (a Scan,
+        page by page, once per pipeline); returns how many rows it saw."""
         ...
 
     def window_starts(self, pipeline: str, start_from_ms: int, start_before_ms: int) -> list[int]:
@@ -145,8 +145,15 @@ class FinalStore(Protocol):
         ...
 
     def record_alerts_sent(
-        self, pipeline: str, alerts: Sequence[Alert], expires_at: int | None
-    ) -> None: ...
+        self,
+        pipeline: str,
+        alerts: Sequence[Alert],
+        expires_at: int | None,
+        refused: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record ``alerts`` as handled: sent, or refused for good (``refused``: the
+        reason by alert id)."""
+        ...
 
 
 class DeadLetterSink(Protocol):
@@ -160,6 +167,8 @@ class DeadLetterSink(Protocol):
 class AlertSink(Protocol):
     """Where alerts on final windows go."""
 
-    def publish(self, alerts: Sequence[Alert]) -> None:
-        """Deliver every alert, or raise."""
+    def publish(self, alerts: Sequence[Alert]) -> list[tuple[Alert, str]]:
+        """Deliver every alert, or raise (then none of them is known to be delivered).
+        Returns the alerts refused for good (a message that cannot be valid), with the
+        reason: those are not tried again."""
         ...

@@ -81,6 +81,10 @@ def topic_arn_for(sns_client: SNSClient, topic_name: str) -> str:
     raise ResourceMissing(f"topic {topic_name} does not exist: run shardflow up")
 
 
+class AlertTooLarge(ValueError):
+    """An alert whose message cannot fit in SNS's limit, even without its values."""
+
+
 class SnsAlertSink:
     """:class:`~processors.sinks.ports.AlertSink` on an SNS topic."""
 
@@ -101,20 +105,30 @@ class SnsAlertSink:
         self._attempts = attempts
         self._rng = rng
 
-    def publish(self, alerts: Sequence[Alert]) -> None:
-        """Deliver every alert, or raise :class:`AlertDeliveryError`."""
+    def publish(self, alerts: Sequence[Alert]) -> list[tuple[Alert, str]]:
+        """Deliver every alert, or raise :class:`AlertDeliveryError` (nothing of the
+        failing call is known to be delivered). Returns the alerts SNS refused for good
+        (the sender's fault, such as a message that cannot fit), with the reason."""
+        rejected: list[tuple[Alert, str]] = []
+        by_id: dict[str, Alert] = {}
         batch: list[PublishBatchRequestEntryTypeDef] = []
         size = 0
         for index, alert in enumerate(alerts):
-            entry = self._entry(index, alert)
+            try:
+                entry = self._entry(index, alert)
+            except AlertTooLarge as exc:
+                rejected.append((alert, str(exc)))
+                continue
+            by_id[entry["Id"]] = alert
             entry_size = entry_bytes(entry)
             if batch and (len(batch) == BATCH or size + entry_size > MAX_BYTES):
-                self._publish_batch(batch)
+                rejected += [(by_id[i], why) for i, why in self._publish_batch(batch)]
                 batch, size = [], 0
             batch.append(entry)
             size += entry_size
         if batch:
-            self._publish_batch(batch)
+            rejected += [(by_id[i], why) for i, why in self._publish_batch(batch)]
+        return rejected
 
     def _entry(self, index: int, alert: Alert) -> PublishBatchRequestEntryTypeDef:
         body: dict[str, Any] = alert_body(alert)
@@ -136,14 +150,17 @@ class SnsAlertSink:
             body["values_truncated"] = True
             entry["Message"] = sqs_json(body)
             if entry_bytes(entry) > MAX_BYTES:
-                raise AlertDeliveryError(
+                raise AlertTooLarge(
                     f"alert {alert.alert_id} of {alert.pipeline} does not fit in an SNS "
                     f"message ({entry_bytes(entry)} bytes, at most {MAX_BYTES})"
                 )
         return entry
 
-    def _publish_batch(self, batch: list[PublishBatchRequestEntryTypeDef]) -> None:
+    def _publish_batch(self, batch: list[PublishBatchRequestEntryTypeDef]) -> list[tuple[str, str]]:
+        """Publish ``batch``, resending failed entries; returns the (entry id, reason) of
+        entries refused as the sender's fault."""
         pending = batch
+        refused: list[tuple[str, str]] = []
         for attempt in range(self._attempts):
             last = attempt == self._attempts - 1
             try:
@@ -163,18 +180,15 @@ class SnsAlertSink:
                 self._sleep(full_jitter(attempt, rng=self._rng))
                 continue
             failed = response.get("Failed", [])
-            if not failed:
-                return
-            permanent = [f for f in failed if f.get("SenderFault")]
-            if permanent:
-                raise AlertDeliveryError(
-                    f"SNS topic {self._topic_arn} rejected alerts: "
-                    + "; ".join(f"{f['Code']}: {f.get('Message', '')}" for f in permanent)
-                )
-            failed_ids = {f["Id"] for f in failed}
+            refused += [
+                (f["Id"], f"{f['Code']}: {f.get('Message', '')}")
+                for f in failed
+                if f.get("SenderFault")
+            ]
+            failed_ids = {f["Id"] for f in failed if not f.get("SenderFault")}
             pending = [entry for entry in pending if entry["Id"] in failed_ids]
             if not pending:
-                return  # failures only for ids this call did not send
+                return refused  # failures only for ids this call did not send
             if last:
                 raise AlertDeliveryError(
                     f"{len(pending)} alerts could not be published to {self._topic_arn} "
@@ -182,3 +196,4 @@ class SnsAlertSink:
                     + "; ".join(sorted({f["Code"] for f in failed}))
                 )
             self._sleep(full_jitter(attempt, rng=self._rng))
+        return refused  # not reached: the last attempt returns or raises

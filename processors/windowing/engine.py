@@ -24,6 +24,7 @@ from processors.pipeline import Pipeline
 from processors.windowing.codec import IncompatibleState, StateCodec
 from processors.windowing.fold import compile_fold
 from processors.windowing.records import Position, Record
+from processors.windowing.redrive_envelope import MALFORMED, malformed_reason
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
 from processors.windowing.windows import SessionWindows, Window
 from schemas.errors import InvalidEvent
@@ -108,6 +109,39 @@ class FlushPlan:
 
 
 RowLoader = Callable[[Sequence[RowKey]], Iterable[StoredRow]]
+
+
+def checked_event(
+    pipeline: Pipeline[Any], data: bytes, arrival_ms: int | None
+) -> tuple[Any, int, str]:
+    """(event, event time, key) of ``data`` under ``pipeline``, with the checks every
+    pipeline gets, or :class:`InvalidEvent`: exactly what the engine accepts (redrive asks
+    the same question before it puts a dead letter back)."""
+    event = pipeline.decode(data)
+    ts = pipeline.event_time(event)
+    key = pipeline.key(event)
+    max_future = pipeline.max_future_ms
+    if (
+        ts < 0
+        or len(key) > _KEY_CHARS_SURELY_FINE
+        or (max_future is not None and arrival_ms is not None and ts > arrival_ms + max_future)
+    ):
+        check_guards(pipeline, key, ts, arrival_ms)
+    return event, ts, key
+
+
+def check_guards(pipeline: Pipeline[Any], key: str, ts: int, arrival: int | None) -> None:
+    """The checks every pipeline gets; raises :class:`InvalidEvent`."""
+    if ts < 0:
+        raise InvalidEvent(f"event time {ts} is before the epoch")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
+    max_future = pipeline.max_future_ms
+    if max_future is not None and arrival is not None and ts > arrival + max_future:
+        raise InvalidEvent(
+            f"event time {ts} is {ts - arrival} ms after the record arrived "
+            f"(at most {max_future} ms allowed): a producer clock is wrong"
+        )
 
 
 class ShardEngine:
@@ -209,10 +243,13 @@ class ShardEngine:
         if horizon is None:
             return []
         pipeline = self.pipeline
+        name = pipeline.name
         done = self._position
         wanted: dict[RowKey, None] = {}
         for record in records:
             if done is not None and record.position <= done:
+                continue
+            if record.only_for is not None and record.only_for != name:
                 continue
             try:
                 _, ts, key = self._decoded(record)
@@ -256,6 +293,7 @@ class ShardEngine:
         deliver them again (after a checkpoint inside a KPL aggregate, or a renewed
         iterator)."""
         pipeline = self.pipeline
+        name = pipeline.name
         decode, key_of, time_of = pipeline.decode, pipeline.key, pipeline.event_time
         assign = pipeline.windows.assign
         max_future = pipeline.max_future_ms
@@ -287,6 +325,17 @@ class ShardEngine:
                 if done is not None and record.position <= done:
                     continue
                 position = record.position
+                if record.only_for is not None and record.only_for != name:
+                    # Redriven for another pipeline: done here, like any record. A broken
+                    # envelope is no pipeline's, so every pipeline dead-letters it.
+                    if record.only_for == MALFORMED and (
+                        sent_through is None or position > sent_through
+                    ):
+                        self._pending.append(
+                            DeadLetter(REASON_INVALID, malformed_reason(record.data), name, record)
+                        )
+                    completed = position
+                    continue
                 try:
                     event = decode(record.data)
                     ts = time_of(event)
@@ -301,12 +350,10 @@ class ShardEngine:
                             and ts > arrival + max_future
                         )
                     ):
-                        self._guard(key, ts, arrival)
+                        check_guards(pipeline, key, ts, arrival)
                 except InvalidEvent as exc:
                     if sent_through is None or position > sent_through:
-                        self._pending.append(
-                            DeadLetter(REASON_INVALID, str(exc), pipeline.name, record)
-                        )
+                        self._pending.append(DeadLetter(REASON_INVALID, str(exc), name, record))
                     completed = position
                     continue
                 missed: list[Window] | None = None
@@ -352,32 +399,7 @@ class ShardEngine:
     def _decoded(self, record: Record) -> tuple[Any, int, str]:
         """(event, event time, key), or :class:`InvalidEvent`: exactly the checks ``apply``
         makes inline (tests/unit/test_engine_guards.py checks that the two agree)."""
-        pipeline = self.pipeline
-        event = pipeline.decode(record.data)
-        ts = pipeline.event_time(event)
-        key = pipeline.key(event)
-        max_future = pipeline.max_future_ms
-        arrival = record.arrival_ms
-        if (
-            ts < 0
-            or len(key) > _KEY_CHARS_SURELY_FINE
-            or (max_future is not None and arrival is not None and ts > arrival + max_future)
-        ):
-            self._guard(key, ts, arrival)
-        return event, ts, key
-
-    def _guard(self, key: str, ts: int, arrival: int | None) -> None:
-        """The checks every pipeline gets; raises :class:`InvalidEvent`."""
-        if ts < 0:
-            raise InvalidEvent(f"event time {ts} is before the epoch")
-        if len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidEvent(f"the key is longer than {MAX_KEY_BYTES} bytes")
-        max_future = self.pipeline.max_future_ms
-        if max_future is not None and arrival is not None and ts > arrival + max_future:
-            raise InvalidEvent(
-                f"event time {ts} is {ts - arrival} ms after the record arrived "
-                f"(at most {max_future} ms allowed): a producer clock is wrong"
-            )
+        return checked_event(self.pipeline, record.data, record.arrival_ms)
 
     def _late(
         self, record: Record, ts: int, missed: list[Window], watermark: int | None

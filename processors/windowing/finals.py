@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.pipeline import Pipeline
-from processors.windowing.codec import StateCodec
+from processors.windowing.codec import StateCodec, decode_states
 from processors.windowing.results import WindowResult, merge_at
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import (
@@ -44,16 +44,32 @@ class FinalRow:
     values: dict[str, Any]
     state: bytes
     shards: int
+    slot_ms: int | None = None
+    """Where the row sorts among its key's final rows when not at ``window_start_ms``: a
+    session's first bucket (so that the window index, which lists buckets, finds it)."""
 
-    def as_result(self) -> WindowResult:
-        return WindowResult(
-            self.pipeline,
-            self.key,
-            Window(self.window_start_ms, self.window_end_ms),
-            True,
-            dict(self.values),
-            self.shards,
-        )
+    @property
+    def sort_ms(self) -> int:
+        return self.window_start_ms if self.slot_ms is None else self.slot_ms
+
+
+def final_result(pipeline: Pipeline[Any], row: FinalRow) -> WindowResult:
+    """The window result a final row holds, its values computed from its stored states
+    (exact: the ``values`` kept beside them are a JSON copy for other readers)."""
+    specs = pipeline.stored_aggregates
+    states = decode_states(specs, row.state, pipeline.windows.describe())
+    values = {
+        spec.name: spec.aggregator.result(state)
+        for spec, state in zip(specs[: len(pipeline.aggregates)], states, strict=False)
+    }
+    return WindowResult(
+        row.pipeline,
+        row.key,
+        Window(row.window_start_ms, row.window_end_ms),
+        True,
+        values,
+        row.shards,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,19 +109,22 @@ def plan_step(
 
     For session windows the rows are buckets: a session is written once it can no longer
     grow, and the cursor stops at the first bucket of the earliest session that still
-    can (a bucket belongs to exactly one session, so no bucket before the cursor is
-    shared with a session that is still open).
+    can, or earlier, so that no session has buckets on both sides of it (a bucket
+    belongs to exactly one session; the next step then reads whole sessions only).
     """
     rows = list(rows)
     codec = StateCodec(pipeline.stored_aggregates, pipeline.windows.describe())
     merged = merge_at(pipeline, rows, frontier)
     next_through = max(through, first_open_start(pipeline.windows, frontier))
     windows = pipeline.windows
+    slot: dict[tuple[str, int], int] = {}
     if isinstance(windows, SessionWindows):
+        next_through = _session_cursor(windows, [result for result, _ in merged], next_through)
+        next_through = max(through, next_through)
+        gap = windows.gap_ms
         for result, _ in merged:
-            if not result.final:
-                first_bucket = result.window.start_ms - result.window.start_ms % windows.gap_ms
-                next_through = max(through, min(next_through, first_bucket))
+            start = result.window.start_ms
+            slot[(result.key, start)] = start - start % gap
     finals = [
         FinalRow(
             pipeline.name,
@@ -115,6 +134,7 @@ def plan_step(
             result.values,
             codec.encode(states),
             result.shards,
+            slot.get((result.key, result.window.start_ms)),
         )
         for result, states in merged
         # A session beyond the cursor can be final while an earlier one is still open
@@ -124,6 +144,32 @@ def plan_step(
     finals.sort(key=lambda row: (row.window_start_ms, row.key))
     partials = [row for row in rows if row.window.start_ms < next_through]
     return FinalStep(finals, next_through, partials)
+
+
+def _session_cursor(windows: SessionWindows, sessions: list[WindowResult], bound: int) -> int:
+    """The latest bucket start at or before ``bound`` that no session straddles and that
+    follows only final sessions: the first bucket of the earliest open session, moved
+    back while a session starts before it and has a bucket at or after it."""
+    gap = windows.gap_ms
+    spans = [
+        (
+            result.window.start_ms - result.window.start_ms % gap,
+            (result.window.end_ms - gap) - (result.window.end_ms - gap) % gap,
+            result.final,
+        )
+        for result in sessions
+    ]
+    cursor = min([bound, *(first for first, _, final in spans if not final)])
+    spans.sort(key=lambda span: span[1], reverse=True)  # latest last bucket first
+    moved = True
+    while moved:
+        moved = False
+        for first, last, _ in spans:
+            if last < cursor:
+                break  # the rest end before the cursor too
+            if first < cursor:
+                cursor, moved = first, True
+    return cursor
 
 
 def top_keys(

@@ -47,6 +47,9 @@ class Record(NamedTuple):
     partition_key: str
     data: bytes
     arrival_ms: int | None = None
+    only_for: str | None = None
+    """Set on a redriven record (see :mod:`processors.windowing.redrive_envelope`): the one
+    pipeline that takes it; every other pipeline skips it."""
 
 
 def make_record(
@@ -56,8 +59,10 @@ def make_record(
     partition_key: str,
     data: bytes,
     arrival_ms: int | None = None,
+    only_for: str | None = None,
 ) -> Record:
     """A :class:`Record`, built the fast way (readers make them by the million)."""
     return _new(
-        Record, (shard_id, _new(Position, (sequence, sub)), partition_key, data, arrival_ms)
+        Record,
+        (shard_id, _new(Position, (sequence, sub)), partition_key, data, arrival_ms, only_for),
     )

@@ -20,7 +20,7 @@ from processors.sinks.memory import MemoryAlertSink, MemoryFinalStore
 from processors.windowing.finals import FinalRow
 from processors.windowing.records import Position
 from processors.windowing.rows import StoredRow
-from processors.windowing.windows import TumblingWindows, Window
+from processors.windowing.windows import SessionWindows, TumblingWindows, Window
 from tests.conftest import Emulator, make_aws_env
 from tests.unit.test_finalizer import Shards, pipeline
 
@@ -143,3 +143,26 @@ def test_rows_written_before_the_index_existed_are_found_by_the_first_pass(
     assert [(r.key, r.window_start_ms) for r in fresh.read_finals(pipe.name)] == [("a", 0)]
     store.close()
     fresh.close()
+
+
+def test_the_longest_key_the_engine_accepts_is_indexed_and_finalized(store: Store) -> None:
+    long_key = "k" * 1024  # MAX_KEY_BYTES: DynamoDB's whole sort key may be no longer
+    pipe = pipeline(TumblingWindows(10))
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [(long_key, 1, 5), (long_key, 40, 1)])
+    Finalizer(pipe, store, None).run_once()
+    assert [(r.key, r.values) for r in store.read_finals(pipe.name, long_key)] == [
+        (long_key, {"n": 1, "total": 5})
+    ]
+    assert [r.key for r in store.read_finals(pipe.name, None, 0, 10)] == [long_key]
+
+
+def test_final_sessions_are_found_by_key_and_through_the_window_index(store: Store) -> None:
+    pipe = pipeline(SessionWindows(10), lateness=0)
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 3, 1), ("a", 11, 1), ("b", 14, 1), ("a", 100, 1)])
+    Finalizer(pipe, store, None).run_once()
+    sessions = [(r.key, r.window_start_ms, r.window_end_ms) for r in store.read_finals(pipe.name)]
+    assert sorted(sessions) == [("a", 3, 21), ("b", 14, 24)]
+    assert [r.window_start_ms for r in store.read_finals(pipe.name, "a", 0, 50)] == [3]
+    assert [r.key for r in store.read_finals(pipe.name, None, 10, 20)] == ["b"]

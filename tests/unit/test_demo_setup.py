@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.finalizer import FinalizeReport
 from shardflow import demo
 from shardflow.emulator import EMULATOR_CREDENTIALS
 from shardflow.settings import Settings
@@ -116,6 +117,7 @@ class FakeStore:
 @dataclass
 class FakeRunner:
     stats: RunStats = field(default_factory=RunStats)
+    finalized: FinalizeReport = field(default_factory=FinalizeReport)
 
     def run(self, stop: threading.Event) -> RunStats:
         stop.wait()

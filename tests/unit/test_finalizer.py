@@ -23,8 +23,10 @@ import processors.finalizer as finalizer_module
 from processors.alerts import AlertDeliveryError, rule
 from processors.finalizer import PARTIAL_RETENTION_S, Finalizer
 from processors.pipeline import AggregateSpec, Pipeline, Sinks
+from processors.query import query_windows
 from processors.sinks.memory import MemoryAlertSink, MemoryFinalStore
 from processors.windowing.aggregators import Count, Sum
+from processors.windowing.codec import StateCodec
 from processors.windowing.engine import ShardEngine
 from processors.windowing.finals import first_open_start
 from processors.windowing.records import Position, Record
@@ -318,7 +320,10 @@ def test_alerts_come_from_the_stored_final_row() -> None:
     shards.send(0, [("a", 1, 1), ("a", 2, 1), ("a", 50, 0)])
     Finalizer(pipe, store, MemoryAlertSink(), wall_clock=lambda: NOW_S).run_once()
     slot = (pipe.name, "a", 0)
-    store.finals[slot] = replace(store.finals[slot], values={"n": 7, "total": 2})
+    codec = StateCodec(pipe.stored_aggregates, pipe.windows.describe())
+    states = codec.decode(store.finals[slot].state)
+    states[0] = 7  # the count, as if the stored row said 7
+    store.finals[slot] = replace(store.finals[slot], state=codec.encode(states))
     store.cursors.clear()  # as if the cursor write and the sent records had been lost
     store.sent_alerts.clear()
 
@@ -339,3 +344,92 @@ def test_a_key_that_never_pauses_does_not_hold_back_other_keys_sessions() -> Non
 
     assert finals_as_tuples(store, pipe.name) == [("quiet", Window(20, 30), {"n": 1, "total": 1})]
     assert store.finalized_through(pipe.name) == 0, "the busy session is still open"
+
+
+def test_a_session_is_never_cut_by_the_cursor() -> None:
+    """Key a's session spans two buckets, key b's open session starts in a's second bucket:
+    the cursor must stay before a's session, or the next pass would finalize a fragment."""
+    pipe = pipeline(SessionWindows(10), lateness=0)
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    events = [("a", 5, 1), ("a", 12, 200), *[("b", ts, 1) for ts in range(15, 60, 5)]]
+    shards.send(0, events)
+    finalizer = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S)
+    finalizer.run_once()
+    shards.send(0, [("b", 62, 1)])  # b goes on
+    Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()  # a fresh worker
+
+    assert finals_as_tuples(store, pipe.name) == [("a", Window(5, 22), {"n": 2, "total": 201})]
+    assert store.finalized_through(pipe.name) == 0
+
+
+def test_passes_are_skipped_until_the_frontier_crosses_a_window_end() -> None:
+    pipe = pipeline(TumblingWindows(10))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    shards.send(0, [("a", 1, 1), ("a", 16, 1)])  # frontier 11
+    finalizer = Finalizer(pipe, store, None, wall_clock=lambda: NOW_S)
+    assert not finalizer.run_once().skipped
+    shards.send(0, [("a", 19, 1)])  # frontier 14: no window can have become final
+    assert finalizer.run_once().skipped
+    shards.send(0, [("a", 25, 1)])  # frontier 20: [10, 20) is final now
+    report = finalizer.run_once()
+    assert not report.skipped and report.final_rows == 1
+
+
+def test_alerts_are_recorded_a_batch_at_a_time_and_refused_ones_do_not_stall() -> None:
+    pipe = pipeline(TumblingWindows(10), alerts=(rule("n >= 1"),))
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    keys = [f"k{i:02d}" for i in range(25)]
+    shards.send(0, [*[(key, 1, 1) for key in keys], ("x", 50, 1)])
+
+    class FailsOnSecondBatch(MemoryAlertSink):
+        def publish(self, alerts: Sequence[Any]) -> list[tuple[Any, str]]:
+            if self.calls == 1 and not self.published[10:]:
+                self.calls += 1
+                raise AlertDeliveryError("the topic went away")
+            return super().publish(alerts)
+
+    sink = FailsOnSecondBatch()
+    sink.refuse_keys = {"k24"}
+    finalizer = Finalizer(pipe, store, sink, wall_clock=lambda: NOW_S)
+    with pytest.raises(AlertDeliveryError):
+        finalizer.run_once()
+    report = finalizer.run_once()
+
+    delivered = [alert.key for alert in sink.published]
+    assert sorted(delivered) == keys[:24], "each delivered once: the first batch not again"
+    assert report.alerts_refused == 1
+    assert store.refused_alerts == {(pipe.name, alerts_for_key(pipe, "k24")): "refused by the test"}
+    assert store.finalized_through(pipe.name) == 40, "a refused alert does not hold the cursor"
+
+
+def alerts_for_key(pipe: Pipeline[Any], key: str) -> str:
+    from processors.alerts import alert_id
+
+    return alert_id(pipe.name, pipe.sinks.alerts[0], key, 0, 10)
+
+
+def test_queries_read_final_sessions_once_their_buckets_have_expired() -> None:
+    pipe = pipeline(SessionWindows(10), lateness=0)
+    store = MemoryFinalStore()
+    shards = Shards(pipe, store, 1)
+    long_session = [("a", ts, 1) for ts in range(0, 200, 5)]
+    shards.send(0, sorted([*long_session, ("b", 100, 1), ("a", 300, 1)], key=lambda e: e[1]))
+    Finalizer(pipe, store, None, wall_clock=lambda: NOW_S).run_once()
+    before = query_windows(store, pipe, "a", 150, 160)
+    for slot in list(store.rows):
+        if slot[2][1] < 300:
+            del store.rows[slot]  # the partial rows of final sessions expired
+
+    assert query_windows(store, pipe, "a", 150, 160) == before
+    assert [(r.key, r.window, r.values) for r in before] == [
+        ("a", Window(0, 205), {"n": 40, "total": 40})
+    ]
+    everything = query_windows(store, pipe)
+    assert [(r.key, r.window, r.final) for r in everything] == [
+        ("a", Window(0, 205), True),
+        ("a", Window(300, 310), False),
+        ("b", Window(100, 110), True),
+    ]

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.pipeline import AggregateSpec
+from processors.pipeline import AggregateSpec, Sinks
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.windowing.engine import ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
@@ -131,6 +131,7 @@ def test_every_row_gets_a_sketch_of_its_own() -> None:
         PAGE_VIEWS,
         name="sketchy",
         aggregates=(AggregateSpec("users", ApproxDistinct(), lambda e: e.user_id),),
+        sinks=Sinks(),  # page-views' alert rule names an aggregate this copy lacks
     )
     engine = ShardEngine(pipeline, ShardProgress("s0"))
     data = [

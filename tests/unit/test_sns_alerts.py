@@ -259,12 +259,15 @@ def test_only_failed_entries_are_resent_with_backoff() -> None:
     assert 0 <= sleeps[0] <= 0.1 and 0 <= sleeps[1] <= 0.2
 
 
-def test_a_sender_fault_raises_with_the_reason() -> None:
+def test_a_sender_fault_is_returned_with_the_reason_and_not_resent() -> None:
     client = FakeSns([{"2": ("InvalidParameter", True)}])
     sink, _ = fake_sink(client)
-    with pytest.raises(AlertDeliveryError, match="rejected alerts: InvalidParameter"):
-        sink.publish([make_alert(n) for n in range(4)])
-    assert len(client.calls) == 1
+    alerts = [make_alert(n) for n in range(4)]
+    refused = sink.publish(alerts)
+    assert [(alert.alert_id, why.split(":")[0]) for alert, why in refused] == [
+        (alerts[2].alert_id, "InvalidParameter")
+    ]
+    assert len(client.calls) == 1, "the others went out; the refused one is not retried"
 
 
 def test_failures_that_never_clear_raise_after_the_attempts() -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.pipeline import AggregateSpec
+from processors.pipeline import AggregateSpec, Sinks
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.windowing.codec import decode_states, encode_states
 from processors.windowing.engine import ShardEngine, ShardProgress
@@ -233,6 +233,7 @@ def test_every_row_counts_its_own_items() -> None:
         PAGE_VIEWS,
         name="top-users",
         aggregates=(AggregateSpec("users", TopK(k=2), lambda e: e.user_id),),
+        sinks=Sinks(),  # page-views' alert rule names an aggregate this copy lacks
     )
     engine = ShardEngine(pipeline, ShardProgress("s0"))
     events = [("/a", "u1"), ("/b", "u2"), ("/b", "u3"), ("/b", "u2")]
