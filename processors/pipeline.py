@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from processors.alerts import AlertRule, check_rules
+from processors.alerts import AlertRule, check_rules, rule
 from processors.windowing.aggregators import Aggregator, Max, Min
 from processors.windowing.windows import SessionWindows, Windows
 
@@ -52,6 +52,27 @@ class Sinks:
     """How long results live after their window ends (DynamoDB TTL on final rows, top
     keys, the window index and sent-alert records); None keeps them. Partial rows of
     final windows expire an hour after their final row is written either way."""
+
+    def __post_init__(self) -> None:
+        # Rules may be given as text: Sinks(alerts=("views > 1000",)) or one rule alone.
+        given: Any = self.alerts
+        if isinstance(given, AlertRule | str):
+            given = (given,)
+        if not isinstance(given, tuple | list):
+            raise TypeError(
+                f'sinks.alerts must be a tuple of rules (rule("views > 1000")) or of rule '
+                f"texts, not {type(given).__name__}"
+            )
+        rules = []
+        for item in given:
+            parsed = rule(item) if isinstance(item, str) else item
+            if not isinstance(parsed, AlertRule):
+                raise TypeError(
+                    f'sinks.alerts holds {item!r}: each must be a rule (rule("views > 1000")) '
+                    "or a rule's text"
+                )
+            rules.append(parsed)
+        object.__setattr__(self, "alerts", tuple(rules))
 
 
 @dataclass(frozen=True)

@@ -200,17 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--redrive",
         action="store_true",
         help="send a pipeline's invalid letters back through it (after a schema or pipeline "
-        "fix): those it now accepts are put into its stream, for it alone, and removed from "
-        "the queue once Kinesis has them; the others stay",
+        "fix): those it now accepts, and whose windows are still open, are put into its "
+        "stream, for it alone, and removed from the queue once Kinesis has them; the others "
+        "stay. Exit 0: all handled; 1: some left; 2: refused",
     )
     dead.add_argument(
         "--pipeline",
         help="with --redrive: whose letters (default: the one pipeline using the queue)",
-    )
-    dead.add_argument(
-        "--resend-uncertain",
-        action="store_true",
-        help="with --redrive: also send letters an interrupted redrive may have sent already",
     )
 
     replay = commands.add_parser("replay", help="run a pipeline over a JSON-lines file, in memory")
@@ -350,6 +346,11 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def _counts(by_reason: dict[str, int]) -> str:
+    """``invalid 5, late 4``, or ``none``."""
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())) or "none"
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     names = args.pipelines or default_pipelines(settings, list(PIPELINES.values()))
     pipelines = [get_pipeline(name) for name in names]
@@ -367,7 +368,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stats = runner.run(stop, until_idle=args.until_idle)
     finalized = runner.finalized
     print(
-        f"processed {stats.records} records, dead letters {stats.dead_letters or 'none'}, "
+        f"processed {stats.records} records, dead letters {_counts(stats.dead_letters)}, "
         f"{stats.rows_written} row writes in {stats.flushes} flushes, "
         f"{finalized.final_rows} final rows, {finalized.alerts_sent} alerts sent"
     )
@@ -397,13 +398,9 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             pipeline,
             reason=args.reason or "invalid",
             limit=args.limit,
-            resend_uncertain=args.resend_uncertain,
         )
-    if args.pipeline or args.resend_uncertain:
-        print(
-            "shardflow dead-letters: --pipeline and --resend-uncertain go with --redrive",
-            file=sys.stderr,
-        )
+    if args.pipeline:
+        print("shardflow dead-letters: --pipeline goes with --redrive", file=sys.stderr)
         return 2
     from shardflow.dead_letter_list import (  # noqa: PLC0415
         list_dead_letters,

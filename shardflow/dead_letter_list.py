@@ -1,26 +1,29 @@
 """``shardflow dead-letters``: what is in the dead-letter queue, readable, without
 removing anything.
 
-SQS has no peek: messages are received with a visibility timeout of 0, so they stay
-visible to every other reader, and told apart by message id (the same message may come
-back in several receives). Listing stops at ``limit`` letters, or when a few receives in a
-row bring nothing new: SQS samples its servers, so a listing of a large queue may not be
-complete; the summary line says how many the queue reports.
+SQS has no peek: the listing receives messages, holding them hidden for a short time,
+and makes them visible again when it ends (:func:`list_dead_letters`). It stops at
+``limit`` letters, or when a few receives in a row (the last ones long-polling, so that
+SQS asks all its servers) bring nothing new; the summary line says how many the queue
+reports.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from schemas.timestamps import format_iso8601
 
 _QUIET_RECEIVES = 3
+
+log = logging.getLogger("shardflow.dead_letters")
 
 
 @dataclass(frozen=True)
@@ -44,48 +47,75 @@ class Letter:
         return text + (" (cut)" if self.body.get("data_truncated") else "")
 
 
-def _bodies(sqs: Any, queue_url: str) -> Iterator[Letter]:
-    seen: set[str] = set()
-    quiet = 0
-    while quiet < _QUIET_RECEIVES:
-        response = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0
-        )
-        new = 0
-        for message in response.get("Messages", []):
-            if message["MessageId"] in seen:
-                continue
-            seen.add(message["MessageId"])
-            new += 1
-            try:
-                body = orjson.loads(message["Body"])
-            except orjson.JSONDecodeError:
-                body = {
-                    "reason": "?",
-                    "error": "not a shardflow dead letter",
-                    "raw": message["Body"],
-                }
-            if not isinstance(body, dict):
-                body = {
-                    "reason": "?",
-                    "error": "not a shardflow dead letter",
-                    "raw": message["Body"],
-                }
-            yield Letter(message["MessageId"], body)
-        quiet = 0 if new else quiet + 1
+HOLD_S = 60
+"""How long listed messages stay hidden from other readers at most: they are made visible
+again as soon as the listing ends."""
+
+
+def _release(sqs: Any, queue_url: str, handles: list[str]) -> None:
+    """Make held messages visible again at once (ChangeMessageVisibilityBatch, 10 a call).
+    A handle SQS no longer knows (the hold ran out) is already visible: nothing to do."""
+    for offset in range(0, len(handles), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+            for i, handle in enumerate(handles[offset : offset + 10])
+        ]
+        try:
+            sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(
+                "could not make %d listed messages visible again at once (%s): they will "
+                "be within %d s",
+                len(entries),
+                exc,
+                HOLD_S,
+            )
+
+
+def _not_a_letter(text: str) -> dict[str, Any]:
+    return {"reason": "?", "error": "not a shardflow dead letter", "raw": text}
 
 
 def list_dead_letters(
     sqs: Any, queue_url: str, reason: str | None = None, limit: int = 100
 ) -> list[Letter]:
-    """Up to ``limit`` letters (of ``reason``, if given), oldest receives first."""
+    """Up to ``limit`` letters (of ``reason``, if given), in the order SQS hands them out.
+
+    SQS has no peek: a receive hides the messages it returns. So the listing holds what it
+    has received (for at most :data:`HOLD_S` seconds) until it has seen enough, or a few
+    receives in a row bring nothing; then it makes every held message visible again. Other
+    readers (a redrive) do not get those messages during the listing; nothing is removed.
+    """
     out: list[Letter] = []
-    for letter in _bodies(sqs, queue_url):
-        if reason is not None and letter.body.get("reason") != reason:
-            continue
-        out.append(letter)
-        if len(out) >= limit:
-            break
+    held: list[str] = []
+    seen: set[str] = set()
+    quiet = 0
+    try:
+        while quiet < _QUIET_RECEIVES and len(out) < limit:
+            response = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=HOLD_S,
+                WaitTimeSeconds=1 if quiet else 0,
+            )
+            messages = response.get("Messages", [])
+            held.extend(message["ReceiptHandle"] for message in messages)
+            new = [m for m in messages if m["MessageId"] not in seen]
+            quiet = 0 if new else quiet + 1
+            for message in new:
+                seen.add(message["MessageId"])
+                try:
+                    body = orjson.loads(message["Body"])
+                except orjson.JSONDecodeError:
+                    body = _not_a_letter(message["Body"])
+                if not isinstance(body, dict):
+                    body = _not_a_letter(message["Body"])
+                if reason is not None and body.get("reason") != reason:
+                    continue
+                if len(out) < limit:
+                    out.append(Letter(message["MessageId"], body))
+    finally:
+        _release(sqs, queue_url, held)
     return out
 
 

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from processors.pipeline import Pipeline
 from processors.pipelines import get_pipeline
 from processors.windowing.engine import REASON_INVALID
-from shardflow.redrive import RedriveRefused, check_reason, redrive
+from shardflow.redrive import RedriveRefused, check_queue, check_reason, redrive
 from shardflow.redrive_ledger import DynamoRedriveLedger
 from shardflow.redrive_report import RedriveReport
+from shardflow.redrive_target import PlacementUnavailable, placement_loader
 from shardflow.settings import Settings
-from shardflow.wiring import check_table, default_pipelines, queue_url
+from shardflow.wiring import default_pipelines, make_store, queue_url
 
 if TYPE_CHECKING:
     from streams.clients import AwsClients
@@ -59,10 +60,10 @@ def run_redrive(
     *,
     reason: str = REASON_INVALID,
     limit: int | None = None,
-    resend_uncertain: bool = False,
 ) -> int:
     """Redrive ``pipeline``'s letters from its queue into its stream; print the summary.
-    0 when every eligible letter was handled, 1 when some are left, 2 when refused."""
+    0 when every eligible letter was handled, 1 when some are (or may be) left, 2 when
+    refused or unable to start (nothing touched)."""
     from streams.kinesis_producer import KinesisProducer, ProducerConfig  # noqa: PLC0415
 
     queue = settings.dead_letter_queue_for(pipeline.sinks.dead_letter_queue)
@@ -70,12 +71,14 @@ def run_redrive(
     table = settings.table_for(pipeline.sinks.results_table)
     try:
         check_reason(reason)
+        check_queue(queue)
     except RedriveRefused as exc:
         print(f"shardflow dead-letters: {exc}", file=sys.stderr)
         return 2
     url = queue_url(clients, queue)
-    check_table(clients, table)
+    store = make_store(clients, settings, pipeline)
     ledger = DynamoRedriveLedger(clients.dynamodb, table, pipeline.name)
+    placement = placement_loader(clients.kinesis, stream, store, pipeline)
     interactive = sys.stderr.isatty()
 
     def progress(report: RedriveReport) -> None:
@@ -91,20 +94,31 @@ def run_redrive(
         file=sys.stderr,
     )
     config = ProducerConfig(linger_ms=REDRIVE_LINGER_MS)
-    with KinesisProducer(clients.kinesis, stream, config) as producer:
-        report = redrive(
-            clients.sqs,
-            url,
-            pipeline,
-            producer,
-            ledger,
-            reason=reason,
-            limit=limit,
-            resend_uncertain=resend_uncertain,
-            progress=progress,
+    try:
+        with KinesisProducer(clients.kinesis, stream, config) as producer:
+            report = redrive(
+                clients.sqs,
+                url,
+                pipeline,
+                producer,
+                ledger,
+                placement,
+                reason=reason,
+                limit=limit,
+                progress=progress,
+            )
+    except RedriveRefused as exc:
+        print(f"shardflow dead-letters: {exc}", file=sys.stderr)
+        return 2
+    except PlacementUnavailable as exc:
+        print(
+            f"shardflow dead-letters: {exc}: redrive needs it to leave the letters whose "
+            "windows are already final; nothing was touched",
+            file=sys.stderr,
         )
+        return 2
     if interactive:
         print(file=sys.stderr)
     for line in report.lines():
         print(line)
-    return 1 if report.left or report.not_deleted else 0
+    return report.exit_code

@@ -1,13 +1,15 @@
-"""What redrive has put back, so a crash of ``shardflow dead-letters --redrive`` never puts
-a dead letter into the stream twice.
+"""What redrive has put back, so that ``shardflow dead-letters --redrive`` does not put a
+record it knows is in the stream again.
 
-Each letter goes through ``sending`` (claimed: about to be put, or being put) and ``sent``
-(Kinesis took it; the SQS message may not be deleted yet). After a crash, a letter left at
-``sent`` is only deleted from the queue; one left at ``sending`` may or may not be in the
-stream, and is not put again unless the operator says so.
+Each redriven record goes through ``sending`` (claimed: about to be put, or being put, or
+its put failed without a clear answer) and ``sent`` (Kinesis took it; the SQS message may
+not be deleted yet). A later run only deletes a letter whose records are ``sent``; one at
+``sending`` may or may not be in the stream, and is put again: the pipeline counts one
+copy of each redriven record, by its id (:mod:`processors.windowing.redrive_claims`).
 
-The DynamoDB ledger lives in the pipeline's results table, one item per letter:
-pk ``redrive#<pipeline>``, sk ``<dead_letter_id>``, with ``state``, ``shard_id``,
+The DynamoDB ledger lives in the pipeline's results table, one item per redriven record:
+pk ``redrive#<pipeline>``, sk ``<dead_letter_id>`` (``<dead_letter_id>/<index>`` for the
+user records of a letter holding a KPL aggregate), with ``state``, ``shard_id``,
 ``sequence_number`` and ``updated_ms``. Items stay after the message is deleted: the runner
 may have sent the same letter twice (dead letters are at least once), and the second copy
 must find ``sent``. (Nothing expires them yet.)
@@ -29,8 +31,8 @@ if TYPE_CHECKING:
 NEW = "new"
 """``claim`` took the letter: put it."""
 SENDING = "sending"
-"""Claimed before, never marked sent: a crash while it was being put (it may be in the
-stream), or a redrive running now."""
+"""Claimed before, never marked sent: a crash while it was being put, or a put that failed
+(it may be in the stream), or a redrive running now."""
 SENT = "sent"
 """Kinesis took it before; only the SQS message is left to delete."""
 
@@ -38,6 +40,10 @@ _CLAIM_ATTEMPTS = 5
 
 
 class RedriveLedger(Protocol):
+    def state(self, dead_letter_id: str) -> str | None:
+        """The state recorded (:data:`SENDING` or :data:`SENT`), or None; claims nothing."""
+        ...
+
     def claim(self, dead_letter_id: str) -> str:
         """Record ``sending`` unless the letter is known: :data:`NEW` when this call
         claimed it, else the state found (:data:`SENDING` or :data:`SENT`)."""
@@ -59,6 +65,9 @@ class MemoryRedriveLedger:
 
     states: dict[str, str] = field(default_factory=dict)
     positions: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def state(self, dead_letter_id: str) -> str | None:
+        return self.states.get(dead_letter_id)
 
     def claim(self, dead_letter_id: str) -> str:
         found = self.states.get(dead_letter_id)
@@ -91,6 +100,12 @@ class DynamoRedriveLedger:
 
     def _key(self, dead_letter_id: str) -> dict[str, dict[str, str]]:
         return {"pk": {"S": self._pk}, "sk": {"S": dead_letter_id}}
+
+    def state(self, dead_letter_id: str) -> str | None:
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key=self._key(dead_letter_id), ConsistentRead=True
+        ).get("Item")
+        return None if item is None else item["state"]["S"]
 
     def claim(self, dead_letter_id: str) -> str:
         for _ in range(_CLAIM_ATTEMPTS):

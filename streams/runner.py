@@ -20,6 +20,7 @@ from processors.finalizer import FinalizeReport
 from processors.pipeline import Pipeline
 from processors.sinks.ports import DeadLetterSink, PartialStore
 from processors.windowing.engine import FlushPlan, ShardEngine
+from processors.windowing.redrive_claims import Claim, ClaimLoader
 from processors.windowing.results import final_frontier
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_retryable
@@ -234,6 +235,16 @@ class EmbeddedRunner:
 
         return load
 
+    def _claim_loader(self, pipeline: str, shard_id: str) -> ClaimLoader:
+        store = self._stores[pipeline]
+
+        def load(ids: Sequence[str]) -> dict[str, Claim]:
+            return self._retrying(
+                "loading redrive claims", shard_id, lambda: store.load_redrive_claims(pipeline, ids)
+            )
+
+        return load
+
     def _poll(self, worker: _ShardWorker, now: float) -> None:
         result = worker.reader.read()
         options = self._options
@@ -251,9 +262,16 @@ class EmbeddedRunner:
             self.stats.millis_behind[worker.shard_id] = result.millis_behind
         if result.records:
             for engine in worker.engines:
+                name = engine.pipeline.name
                 if engine.idle:
+                    if not any(r.only_for in (None, name) for r in result.records):
+                        continue  # only records redriven for other pipelines: stay idle
                     self._wake(worker.shard_id, engine)
-                engine.process(result.records, self._loader(engine.pipeline.name, worker.shard_id))
+                engine.process(
+                    result.records,
+                    self._loader(name, worker.shard_id),
+                    self._claim_loader(name, worker.shard_id),
+                )
             worker.last_record_at = now
             self.stats.records += len(result.records)
             worker.next_poll_at = now + options.poll_interval
@@ -331,6 +349,8 @@ class EmbeddedRunner:
                     self.stats.dead_letters[letter.reason] = (
                         self.stats.dead_letters.get(letter.reason, 0) + 1
                     )
+            if plan.redrive_claims:
+                self._stores[name].write_redrive_claims(name, worker.shard_id, plan.redrive_claims)
             if plan.intent is not None:
                 self._stores[name].write_intent(name, self._identity, plan.intent)
             if plan.rows:

@@ -167,5 +167,7 @@ def _redriven(
     shard_id: str, sequence: int, sub: int, partition_key: str, data: bytes, arrival: int | None
 ) -> Record:
     """A record put back by ``shardflow dead-letters --redrive``, out of its envelope."""
-    original, only_for = route(data)
-    return make_record(shard_id, sequence, sub, partition_key, original, arrival, only_for)
+    original, only_for, redrive_id = route(data)
+    return make_record(
+        shard_id, sequence, sub, partition_key, original, arrival, only_for, redrive_id
+    )

@@ -26,6 +26,7 @@ fixed-width text so DynamoDB compares it in order).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -36,17 +37,24 @@ from processors.sinks.dynamodb_finals import DynamoFinals, row_from_item, row_pk
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import Intent, ShardProgress
 from processors.windowing.records import Position
+from processors.windowing.redrive_claims import Claim
 from processors.windowing.rows import RowKey, StoredRow
 from streams.aws_errors import is_conditional_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+log = logging.getLogger("shardflow.store")
+
 _WRITERS = 8
 
 
 def progress_pk(pipeline: str) -> str:
     return f"shards#{pipeline}"
+
+
+def claims_pk(pipeline: str) -> str:
+    return f"redriven#{pipeline}"
 
 
 def _position_or_none(item: dict[str, Any], name: str) -> Position | None:
@@ -204,6 +212,54 @@ class DynamoPartialStore(DynamoFinals):
             ConsistentRead=True,
         )
         return [_progress_from_item(item) for item in items]
+
+    # -- redriven records ------------------------------------------------------------
+
+    def load_redrive_claims(self, pipeline: str, redrive_ids: Sequence[str]) -> dict[str, Claim]:
+        keys = [{"pk": {"S": claims_pk(pipeline)}, "sk": {"S": i}} for i in set(redrive_ids)]
+        return {
+            item["sk"]["S"]: (
+                item["shard_id"]["S"],
+                Position.from_storage_key(item["position"]["S"]),
+            )
+            for item in self._batch_get(keys)
+        }
+
+    def write_redrive_claims(
+        self, pipeline: str, shard_id: str, claims: Mapping[str, Position]
+    ) -> None:
+        def claim(item: tuple[str, Position]) -> None:
+            redrive_id, position = item
+            values = {":s": {"S": shard_id}, ":p": {"S": position.storage_key()}}
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={
+                        "pk": {"S": claims_pk(pipeline)},
+                        "sk": {"S": redrive_id},
+                        "kind": {"S": "redrive-claim"},
+                        "shard_id": values[":s"],
+                        "position": values[":p"],
+                    },
+                    ConditionExpression=(
+                        "attribute_not_exists(pk) OR (shard_id = :s AND #pos = :p)"
+                    ),
+                    ExpressionAttributeNames={"#pos": "position"},
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as exc:
+                if not is_conditional_failure(exc):
+                    raise
+                log.error(
+                    "%s: redriven record %s was counted on %s too, at the same time as on "
+                    "another shard (copies put back across a reshard)",
+                    pipeline,
+                    redrive_id,
+                    shard_id,
+                )
+
+        for _ in self._pool.map(claim, list(claims.items())):
+            pass
 
     # -- rows -----------------------------------------------------------------------
 

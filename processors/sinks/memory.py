@@ -10,6 +10,8 @@ from processors.alerts import Alert, AlertDeliveryError
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.windowing.engine import DeadLetter, Intent, ShardProgress
 from processors.windowing.finals import FinalRow
+from processors.windowing.records import Position
+from processors.windowing.redrive_claims import Claim
 from processors.windowing.rows import RowKey, StoredRow
 
 
@@ -21,6 +23,7 @@ class MemoryPartialStore:
         self.rows: dict[tuple[str, str, RowKey], StoredRow] = {}
         self.progress: dict[tuple[str, str], ShardProgress] = {}
         self.streams: dict[tuple[str, str], str] = {}
+        self.claims: dict[tuple[str, str], Claim] = {}
 
     def register_shard(
         self, pipeline: str, stream: str, shard_id: str, watermark_floor: int | None = None
@@ -97,6 +100,19 @@ class MemoryPartialStore:
     def read_progress(self, pipeline: str) -> list[ShardProgress]:
         with self._lock:
             return [p for (name, _), p in self.progress.items() if name == pipeline]
+
+    def load_redrive_claims(self, pipeline: str, redrive_ids: Sequence[str]) -> dict[str, Claim]:
+        with self._lock:
+            return {
+                i: self.claims[(pipeline, i)] for i in redrive_ids if (pipeline, i) in self.claims
+            }
+
+    def write_redrive_claims(
+        self, pipeline: str, shard_id: str, claims: Mapping[str, Position]
+    ) -> None:
+        with self._lock:
+            for redrive_id, position in claims.items():
+                self.claims.setdefault((pipeline, redrive_id), (shard_id, position))
 
 
 class MemoryDeadLetters:

@@ -8,6 +8,8 @@ from typing import Protocol
 from processors.alerts import Alert
 from processors.windowing.engine import DeadLetter, Intent, ShardProgress
 from processors.windowing.finals import FinalRow
+from processors.windowing.records import Position
+from processors.windowing.redrive_claims import Claim
 from processors.windowing.rows import RowKey, StoredRow
 
 
@@ -70,6 +72,18 @@ class PartialStore(Protocol):
 
     def read_progress(self, pipeline: str) -> list[ShardProgress]:
         """Every registered shard's progress for ``pipeline``."""
+        ...
+
+    def load_redrive_claims(self, pipeline: str, redrive_ids: Sequence[str]) -> dict[str, Claim]:
+        """The stored claims among ``redrive_ids`` (strongly consistent reads)."""
+        ...
+
+    def write_redrive_claims(
+        self, pipeline: str, shard_id: str, claims: Mapping[str, Position]
+    ) -> None:
+        """Claim redriven records for ``shard_id`` (processors/windowing/redrive_claims.py).
+        Rewriting a claim with the same shard and position is a no-op; a claim another
+        shard holds is left as it is (reported in the log: that copy was counted too)."""
         ...
 
 

@@ -24,6 +24,7 @@ from processors.pipeline import Pipeline
 from processors.windowing.codec import IncompatibleState, StateCodec
 from processors.windowing.fold import compile_fold
 from processors.windowing.records import Position, Record
+from processors.windowing.redrive_claims import ClaimLoader, RedriveClaims
 from processors.windowing.redrive_envelope import MALFORMED, malformed_reason
 from processors.windowing.rows import PartialRow, RowKey, StoredRow
 from processors.windowing.windows import SessionWindows, Window
@@ -102,10 +103,15 @@ class FlushPlan:
     intent: Intent | None = None
     rows: list[StoredRow] = field(default_factory=list)
     progress: ShardProgress | None = None
+    redrive_claims: dict[str, Position] = field(default_factory=dict)
+    """Redriven records this shard counts (processors/windowing/redrive_claims.py), to
+    be written with the intent, before the rows."""
 
     @property
     def empty(self) -> bool:
-        return not (self.dead_letters or self.intent or self.rows or self.progress)
+        return not (
+            self.dead_letters or self.intent or self.rows or self.progress or self.redrive_claims
+        )
 
 
 RowLoader = Callable[[Sequence[RowKey]], Iterable[StoredRow]]
@@ -170,6 +176,7 @@ class ShardEngine:
         self._fold = compile_fold(self._specs)
         self._max_window_ms = pipeline.windows.size_ms
         self._codec = StateCodec(self._specs, pipeline.windows.describe())
+        self.redrive_claims = RedriveClaims(self.shard_id)
 
     # -- state ----------------------------------------------------------------------
 
@@ -217,12 +224,22 @@ class ShardEngine:
 
     # -- processing -----------------------------------------------------------------
 
-    def process(self, records: Sequence[Record], load: RowLoader) -> None:
+    def process(
+        self,
+        records: Sequence[Record],
+        load: RowLoader,
+        load_claims: ClaimLoader | None = None,
+    ) -> None:
         """Load what storage may hold for ``records``, then apply them (in shard order).
 
-        Loading matters only after a restart, until the watermark passes the horizon;
-        otherwise this is a single pass.
+        Loading rows matters only after a restart, until the watermark passes the horizon;
+        otherwise this is a single pass. ``load_claims`` reads the stored claims of
+        redriven records (only asked when a batch holds some).
         """
+        if load_claims is not None:
+            unknown = self.redrive_claims.unknown(records, self.pipeline.name)
+            if unknown:
+                self.redrive_claims.learn(load_claims(unknown))
         horizon = self._load_horizon
         if horizon is not None:
             watermark = self.watermark
@@ -325,17 +342,23 @@ class ShardEngine:
                 if done is not None and record.position <= done:
                     continue
                 position = record.position
-                if record.only_for is not None and record.only_for != name:
-                    # Redriven for another pipeline: done here, like any record. A broken
-                    # envelope is no pipeline's, so every pipeline dead-letters it.
-                    if record.only_for == MALFORMED and (
-                        sent_through is None or position > sent_through
-                    ):
-                        self._pending.append(
-                            DeadLetter(REASON_INVALID, malformed_reason(record.data), name, record)
-                        )
-                    completed = position
-                    continue
+                if record.only_for is not None:
+                    if record.only_for != name:
+                        # Redriven for another pipeline: done here, like any record. A
+                        # broken envelope is no pipeline's: every pipeline dead-letters it.
+                        if record.only_for == MALFORMED and (
+                            sent_through is None or position > sent_through
+                        ):
+                            self._pending.append(
+                                DeadLetter(
+                                    REASON_INVALID, malformed_reason(record.data), name, record
+                                )
+                            )
+                        completed = position
+                        continue
+                    if record.redrive_id is not None and self.redrive_claims.is_copy(record):
+                        completed = position  # another copy of it counts
+                        continue
                 try:
                     event = decode(record.data)
                     ts = time_of(event)
@@ -459,9 +482,10 @@ class ShardEngine:
             idle_since_ms=durable.idle_since_ms,
             watermark_floor=self._floor,
         )
-        if progress == durable and not rows and not dead_letters:
+        claims = self.redrive_claims.pending()
+        if progress == durable and not rows and not dead_letters and not claims:
             return FlushPlan()
-        return FlushPlan(dead_letters, intent, rows, progress)
+        return FlushPlan(dead_letters, intent, rows, progress, claims)
 
     def dead_letters_sent(self, plan: FlushPlan) -> None:
         """The plan's dead letters are delivered: a retried flush must not send them again.
@@ -477,6 +501,7 @@ class ShardEngine:
         if plan.progress is None:
             return
         self.dead_letters_sent(plan)
+        self.redrive_claims.confirm(plan.redrive_claims)
         for stored in plan.rows:
             row = self._rows.get(stored.row_key)
             if row is not None and row.high_water == stored.high_water:

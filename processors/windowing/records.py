@@ -50,6 +50,9 @@ class Record(NamedTuple):
     only_for: str | None = None
     """Set on a redriven record (see :mod:`processors.windowing.redrive_envelope`): the one
     pipeline that takes it; every other pipeline skips it."""
+    redrive_id: str | None = None
+    """A redriven record's dead letter id: the pipeline counts one copy of it, wherever
+    and however often it was put back."""
 
 
 def make_record(
@@ -60,9 +63,18 @@ def make_record(
     data: bytes,
     arrival_ms: int | None = None,
     only_for: str | None = None,
+    redrive_id: str | None = None,
 ) -> Record:
     """A :class:`Record`, built the fast way (readers make them by the million)."""
     return _new(
         Record,
-        (shard_id, _new(Position, (sequence, sub)), partition_key, data, arrival_ms, only_for),
+        (
+            shard_id,
+            _new(Position, (sequence, sub)),
+            partition_key,
+            data,
+            arrival_ms,
+            only_for,
+            redrive_id,
+        ),
     )

@@ -74,19 +74,20 @@ def unwrap(data: bytes) -> tuple[str, str, bytes] | None:
     return pipeline, letter, data[end + 1 :]
 
 
-def route(data: bytes) -> tuple[bytes, str | None]:
-    """(the bytes the pipelines decode, the one pipeline they are for, or None for all).
+def route(data: bytes) -> tuple[bytes, str | None, str | None]:
+    """(the bytes the pipelines decode, the one pipeline they are for or None for all, the
+    dead letter id of a redriven record).
 
-    For the shard reader: an envelope gives its original bytes and its pipeline; a broken
-    one stays as it is, marked :data:`MALFORMED`.
+    For the shard reader: an envelope gives its original bytes, its pipeline and its id; a
+    broken one stays as it is, marked :data:`MALFORMED`.
     """
     try:
         unwrapped = unwrap(data)
     except MalformedEnvelope:
-        return data, MALFORMED
+        return data, MALFORMED, None
     if unwrapped is None:
-        return data, None
-    return unwrapped[2], unwrapped[0]
+        return data, None, None
+    return unwrapped[2], unwrapped[0], unwrapped[1]
 
 
 def malformed_reason(data: bytes) -> str:

@@ -165,3 +165,15 @@ def test_a_session_query_to_the_end_of_time_finds_the_sessions(store: PartialSto
     for until in (None, MAX_EPOCH_MS, 2_000_000_000_000):
         (session,) = query_windows(store, pipeline, "d1", 0, until)
         assert session.values["readings"] == 1
+
+
+def test_a_redrive_claim_is_kept_by_the_first_shard_that_makes_it(store: PartialStore) -> None:
+    assert store.load_redrive_claims("p", ["a", "b"]) == {}
+    store.write_redrive_claims("p", "s-1", {"a": Position(BIG_SEQUENCE, 2)})
+    store.write_redrive_claims("p", "s-1", {"a": Position(BIG_SEQUENCE, 2)})  # idempotent
+    store.write_redrive_claims("p", "s-2", {"a": Position(5), "b": Position(6)})  # a is taken
+    assert store.load_redrive_claims("p", ["a", "b", "c"]) == {
+        "a": ("s-1", Position(BIG_SEQUENCE, 2)),
+        "b": ("s-2", Position(6)),
+    }
+    assert store.load_redrive_claims("other", ["a"]) == {}

@@ -57,3 +57,32 @@ def test_dead_letters_are_listed_with_reason_position_and_payload(aws: AwsEnv) -
     assert "1 shown" in table.stderr.decode()
     # Listing removed nothing: both are still in the queue.
     assert len(drain_queue(aws.clients.sqs, aws.queue_url)) == 2
+
+
+def test_a_listing_finds_every_letter_of_a_large_queue_and_leaves_them_all(aws: AwsEnv) -> None:
+    sqs = aws.clients.sqs
+    for batch in range(0, 250, 10):
+        sqs.send_message_batch(
+            QueueUrl=aws.queue_url,
+            Entries=[
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(
+                        {"reason": "invalid" if i % 50 else "late", "dead_letter_id": f"d{i}"}
+                    ),
+                }
+                for i in range(batch, batch + 10)
+            ],
+        )
+    listed = json.loads(
+        shardflow(aws, "dead-letters", "--limit", "1000", "--format", "json").stdout
+    )
+    assert sorted(letter["dead_letter_id"] for letter in listed) == sorted(
+        f"d{i}" for i in range(250)
+    )
+    late = json.loads(shardflow(aws, "dead-letters", "--reason", "late", "--format", "json").stdout)
+    assert sorted(letter["dead_letter_id"] for letter in late) == sorted(
+        f"d{i}" for i in range(0, 250, 50)
+    )
+    # Made visible again at once: a reader gets them all now, not after the hold.
+    assert len(drain_queue(sqs, aws.queue_url)) == 250

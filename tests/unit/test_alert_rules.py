@@ -443,3 +443,16 @@ def test_attributes_are_non_empty_valid_text() -> None:
         "rule": "views > 1",
         "severity": "critical",
     }
+
+
+def test_sinks_take_rules_as_text_or_alone_and_refuse_anything_else() -> None:
+    from processors.pipeline import Sinks
+
+    assert Sinks(alerts=("views > 1",)).alerts == (rule("views > 1"),)
+    assert Sinks(alerts=rule("views > 1")).alerts == (rule("views > 1"),)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a tuple of rules"):
+        Sinks(alerts=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="holds 3: each must be a rule"):
+        Sinks(alerts=(3,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown operator '>>'"):
+        Sinks(alerts=("views >> 1",))  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from processors.query import query_windows
 from processors.sinks.memory import MemoryDeadLetters, MemoryPartialStore
 from processors.windowing.engine import REASON_LATE, FlushPlan, ShardEngine, ShardProgress
 from processors.windowing.records import Position, Record
+from processors.windowing.redrive_envelope import wrap
 from processors.windowing.results import EVERYTHING, final_frontier, is_final
 from processors.windowing.windows import Window
 from streams.runner import EmbeddedRunner, RunnerOptions
@@ -262,3 +263,18 @@ def test_a_child_of_a_resharded_shard_starts_at_what_is_final() -> None:
     (first,) = query_windows(store, PAGE_VIEWS, key="/a")
     assert first.final and first.values["views"] == 1
     assert len(dead.letters) == 2
+
+
+def test_records_redriven_for_another_pipeline_do_not_wake_an_idle_shard() -> None:
+    kinesis = FakeKinesis()
+    kinesis.put("s0", page_view(1_000), page_view(200_000, "/b"))
+    kinesis.put("s1", page_view(2_000))
+    store, dead = MemoryPartialStore(), MemoryDeadLetters()
+    run(kinesis, store, dead, idle_ms=100)
+    assert all(p.idle_since_ms is not None for p in store.read_progress(NAME))
+
+    kinesis.put("s1", wrap("another-pipeline", "other:s9:1:0", page_view(300_000)))
+    run(kinesis, store, dead, idle_ms=100)
+    progress = {p.shard_id: p for p in store.read_progress(NAME)}
+    assert progress["s1"].idle_since_ms is not None, "not for page-views: still idle"
+    assert progress["s1"].watermark_floor is None

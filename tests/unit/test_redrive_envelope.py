@@ -52,13 +52,13 @@ def no_rows(keys: object) -> list[StoredRow]:
 @given(names, st.text(), st.binary())
 def test_unwrap_gives_back_what_was_wrapped(pipeline: str, letter: str, data: bytes) -> None:
     assert unwrap(wrap(pipeline, letter, data)) == (pipeline, letter, data)
-    assert route(wrap(pipeline, letter, data)) == (data, pipeline)
+    assert route(wrap(pipeline, letter, data)) == (data, pipeline, letter)
 
 
 @given(st.binary().filter(lambda data: not data.startswith(MAGIC)))
 def test_anything_else_is_no_envelope(data: bytes) -> None:
     assert unwrap(data) is None
-    assert route(data) == (data, None)
+    assert route(data) == (data, None, None)
 
 
 @given(st.dictionaries(st.text(), st.integers() | st.text()), st.sampled_from(["", " ", "\n"]))
@@ -83,7 +83,7 @@ def test_a_broken_envelope_is_a_value_error_and_routes_as_malformed(data: bytes)
     with pytest.raises(MalformedEnvelope) as caught:
         unwrap(data)
     assert isinstance(caught.value, ValueError)
-    assert route(data) == (data, MALFORMED)
+    assert route(data) == (data, MALFORMED, None)
 
 
 def test_a_kpl_aggregate_is_no_envelope() -> None:
