@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from processors.finalizer import FinalizeReport
 from processors.pipeline import Pipeline
 from processors.sinks.ports import DeadLetterSink, PartialStore
-from processors.windowing.engine import FlushPlan, ShardEngine
+from processors.windowing.engine import ShardEngine
 from processors.windowing.redrive_claims import Claim, ClaimLoader
 from processors.windowing.results import final_frontier
 from processors.windowing.rows import RowKey, StoredRow
+from streams import shard_work
 from streams.aws_errors import is_retryable
 from streams.backoff import full_jitter
 from streams.finalize_schedule import FinalizeSchedule
@@ -271,7 +272,7 @@ class EmbeddedRunner:
                     result.records,
                     self._loader(name, worker.shard_id),
                     self._claim_loader(name, worker.shard_id),
-                )
+                )  # shard_work.process, with each load retried
             worker.last_record_at = now
             self.stats.records += len(result.records)
             worker.next_poll_at = now + options.poll_interval
@@ -280,30 +281,19 @@ class EmbeddedRunner:
 
     # -- idleness -------------------------------------------------------------------
 
-    def _write_progress_only(self, shard_id: str, engine: ShardEngine, plan: FlushPlan) -> None:
-        if plan.progress is None:
-            return
-        progress = plan.progress
-        self._retrying(
-            "writing progress",
-            shard_id,
-            lambda: self._stores[engine.pipeline.name].write_progress(
-                engine.pipeline.name, self._identity, progress
-            ),
-        )
-        engine.confirm_flush(plan)
-
     def _wake(self, shard_id: str, engine: ShardEngine) -> None:
         """An idle shard sent records: lift its watermark to what is final now, durably,
         before any of them is applied (ShardEngine.plan_wake)."""
         pipeline = engine.pipeline
-        frontier = self._frontier(pipeline, shard_id)
-        self._write_progress_only(shard_id, engine, engine.plan_wake(frontier))
+        store = self._stores[pipeline.name]
+        now = self._retrying(
+            "waking", shard_id, lambda: shard_work.wake(engine, store, self._identity)
+        )
         log.info(
             "shard %s: %s active again; windows ending by %s stay final without it",
             shard_id,
             pipeline.name,
-            frontier,
+            now,
         )
 
     def _mark_idle(self, worker: _ShardWorker, now: float) -> None:
@@ -318,7 +308,12 @@ class EmbeddedRunner:
             if timeout is None or engine.idle or quiet * 1000 < timeout:
                 continue
             plan = engine.plan_idle(int(self._wall_clock() * 1000))
-            self._write_progress_only(worker.shard_id, engine, plan)
+            store = self._stores[engine.pipeline.name]
+            self._retrying(
+                "marking idle",
+                worker.shard_id,
+                lambda: shard_work.write_progress_only(engine, store, self._identity, plan),  # noqa: B023
+            )
             log.info(
                 "shard %s: quiet for %.0fs, idle for %s: its windows no longer wait for it",
                 worker.shard_id,
@@ -338,26 +333,16 @@ class EmbeddedRunner:
         if ended and not all(engine.durable.ended for engine in worker.engines):
             self._register_children(worker.shard_id)
         for engine in worker.engines:
-            plan = engine.plan_flush(ended=ended)
-            if plan.empty:
-                continue
             name = engine.pipeline.name
-            if plan.dead_letters:
-                self._dead_letter_sinks[name].send(plan.dead_letters)
-                engine.dead_letters_sent(plan)
-                for letter in plan.dead_letters:
-                    self.stats.dead_letters[letter.reason] = (
-                        self.stats.dead_letters.get(letter.reason, 0) + 1
-                    )
-            if plan.redrive_claims:
-                self._stores[name].write_redrive_claims(name, worker.shard_id, plan.redrive_claims)
-            if plan.intent is not None:
-                self._stores[name].write_intent(name, self._identity, plan.intent)
-            if plan.rows:
-                self._stores[name].write_rows(plan.rows)
-            assert plan.progress is not None
-            self._stores[name].write_progress(name, self._identity, plan.progress)
-            engine.confirm_flush(plan)
+            plan = shard_work.flush(
+                engine, self._stores[name], self._dead_letter_sinks[name], self._identity, ended
+            )
+            if plan is None:
+                continue
+            for letter in plan.dead_letters:
+                self.stats.dead_letters[letter.reason] = (
+                    self.stats.dead_letters.get(letter.reason, 0) + 1
+                )
             self.stats.rows_written += len(plan.rows)
         self.stats.flushes += 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,39 +128,49 @@ class ShardReader:
         return ReadResult(records, response.get("MillisBehindLatest"), self.ended)
 
     def _expand(self, raws: Sequence[Mapping[str, Any]]) -> list[Record]:
-        """One record per plain Kinesis record, one per user record of an aggregate."""
-        shard_id = self.shard_id
-        records: list[Record] = []
-        append = records.append
-        for raw in raws:
-            sequence = int(raw["SequenceNumber"])
-            data: bytes = raw["Data"]
-            arrival = _arrival_ms(raw)
-            if is_aggregate(data):
-                try:
-                    users = decode_aggregate(data)
-                except MalformedAggregate as exc:
-                    # Magic and MD5 say aggregate, but the protobuf is broken. Stopping
-                    # here would stop the shard for good; instead the record goes on as
-                    # one plain record (sub 0), which the pipelines dead-letter as invalid.
-                    log.warning(
-                        "shard %s: record %s is a malformed KPL aggregate (%s); "
-                        "passing it on whole",
-                        shard_id,
-                        sequence,
-                        exc,
-                    )
-                    users = None
-                if users is not None:
-                    for sub, user in enumerate(users):
-                        make = _redriven if user.data.startswith(MAGIC) else make_record
-                        append(
-                            make(shard_id, sequence, sub, user.partition_key, user.data, arrival)
-                        )
-                    continue
-            make = _redriven if data.startswith(MAGIC) else make_record
-            append(make(shard_id, sequence, 0, raw["PartitionKey"], data, arrival))
-        return records
+        return expand_records(
+            self.shard_id,
+            (
+                (int(raw["SequenceNumber"]), raw["PartitionKey"], raw["Data"], _arrival_ms(raw))
+                for raw in raws
+            ),
+        )
+
+
+RawRecord = tuple[int, str, bytes, int | None]
+"""(sequence number, partition key, data, approximate arrival in epoch ms) of one Kinesis
+record, as GetRecords, the KCL or a Lambda event gives it."""
+
+
+def expand_records(shard_id: str, raws: Iterable[RawRecord]) -> list[Record]:
+    """The records the pipelines see: one per plain Kinesis record, one per user record of
+    a KPL aggregate, redriven records out of their envelopes. Every runner reads through
+    this, so they all see the same records at the same positions."""
+    records: list[Record] = []
+    append = records.append
+    for sequence, partition_key, data, arrival in raws:
+        if is_aggregate(data):
+            try:
+                users = decode_aggregate(data)
+            except MalformedAggregate as exc:
+                # Magic and MD5 say aggregate, but the protobuf is broken. Stopping here
+                # would stop the shard for good; instead the record goes on as one plain
+                # record (sub 0), which the pipelines dead-letter as invalid.
+                log.warning(
+                    "shard %s: record %s is a malformed KPL aggregate (%s); passing it on whole",
+                    shard_id,
+                    sequence,
+                    exc,
+                )
+                users = None
+            if users is not None:
+                for sub, user in enumerate(users):
+                    make = _redriven if user.data.startswith(MAGIC) else make_record
+                    append(make(shard_id, sequence, sub, user.partition_key, user.data, arrival))
+                continue
+        make = _redriven if data.startswith(MAGIC) else make_record
+        append(make(shard_id, sequence, 0, partition_key, data, arrival))
+    return records
 
 
 def _redriven(

@@ -1,0 +1,78 @@
+"""One shard's engine and its storage, in the order the exactly-once invariant needs
+(design.md section 4). The embedded runner, the KCL record processor and the Lambda
+handler all make their work durable through these, so they store the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from processors.sinks.ports import DeadLetterSink, PartialStore
+from processors.windowing.engine import FlushPlan, ShardEngine
+from processors.windowing.records import Record
+from processors.windowing.results import final_frontier
+
+
+def process(engine: ShardEngine, store: PartialStore, records: Sequence[Record]) -> None:
+    """Apply ``records`` (shard order), loading the stored rows and redrive claims they
+    may touch first (after a restart or a lease move)."""
+    name, shard_id = engine.pipeline.name, engine.shard_id
+    engine.process(
+        records,
+        lambda keys: store.load_rows(name, shard_id, keys),
+        lambda ids: store.load_redrive_claims(name, ids),
+    )
+
+
+def flush(
+    engine: ShardEngine,
+    store: PartialStore,
+    letters: DeadLetterSink,
+    stream_identity: str,
+    ended: bool = False,
+) -> FlushPlan | None:
+    """Make everything the engine applied durable: dead letters, redrive claims, the
+    intent, the partial rows, then the checkpoint. Returns what was written (None: there
+    was nothing). Safe to call again after a failure part-way: letters already sent are
+    not sent again, rows are rewritten as they were."""
+    plan = engine.plan_flush(ended=ended)
+    if plan.empty:
+        return None
+    name = engine.pipeline.name
+    if plan.dead_letters:
+        letters.send(plan.dead_letters)
+        engine.dead_letters_sent(plan)
+    if plan.redrive_claims:
+        store.write_redrive_claims(name, engine.shard_id, plan.redrive_claims)
+    if plan.intent is not None:
+        store.write_intent(name, stream_identity, plan.intent)
+    if plan.rows:
+        store.write_rows(plan.rows)
+    assert plan.progress is not None
+    store.write_progress(name, stream_identity, plan.progress)
+    engine.confirm_flush(plan)
+    return plan
+
+
+def write_progress_only(
+    engine: ShardEngine, store: PartialStore, stream_identity: str, plan: FlushPlan
+) -> None:
+    """A plan that only moves progress (marking idle, waking), made durable."""
+    if plan.progress is None:
+        return
+    store.write_progress(engine.pipeline.name, stream_identity, plan.progress)
+    engine.confirm_flush(plan)
+
+
+def frontier(engine: ShardEngine, store: PartialStore) -> int | None:
+    """The pipeline's final frontier now, from every shard's durable progress."""
+    pipeline = engine.pipeline
+    return final_frontier(store.read_progress(pipeline.name), pipeline.allowed_lateness_ms)
+
+
+def wake(engine: ShardEngine, store: PartialStore, stream_identity: str) -> int | None:
+    """An idle shard sent records: lift its watermark to what is final now, durably,
+    before any of them is applied (ShardEngine.plan_wake). Returns that frontier."""
+    now = frontier(engine, store)
+    write_progress_only(engine, store, stream_identity, engine.plan_wake(now))
+    return now
