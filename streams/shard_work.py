@@ -6,6 +6,7 @@ handler all make their work durable through these, so they store the same rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from processors.sinks.ports import DeadLetterSink, PartialStore
 from processors.windowing.engine import FlushPlan, ShardEngine
@@ -72,7 +73,24 @@ def frontier(engine: ShardEngine, store: PartialStore) -> int | None:
 
 def wake(engine: ShardEngine, store: PartialStore, stream_identity: str) -> int | None:
     """An idle shard sent records: lift its watermark to what is final now, durably,
-    before any of them is applied (ShardEngine.plan_wake). Returns that frontier."""
-    now = frontier(engine, store)
-    write_progress_only(engine, store, stream_identity, engine.plan_wake(now))
-    return now
+    before any of them is applied (ShardEngine.plan_wake). Returns the floor it got.
+
+    With several workers (KCL, Lambda), another one may mark some other shard idle
+    between this read of the frontier and this write of the floor, raising the frontier
+    past the floor: a finalizer could then finalize a window this shard still takes
+    events for. So after writing, the frontier is read again, counting this shard as if
+    it were still idle; while that is higher, the floor is raised to it. Once the wake is
+    durable, this shard holds the frontier at its floor, so it cannot rise further."""
+    pipeline, shard_id = engine.pipeline, engine.shard_id
+    while True:
+        shards = [
+            progress
+            if progress.shard_id != shard_id or progress.idle_since_ms is not None
+            else replace(progress, idle_since_ms=0)
+            for progress in store.read_progress(pipeline.name)
+        ]
+        now = final_frontier(shards, pipeline.allowed_lateness_ms)
+        plan = engine.plan_wake(now)
+        if plan.progress is None:
+            return engine.durable.watermark_floor
+        write_progress_only(engine, store, stream_identity, plan)

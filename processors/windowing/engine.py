@@ -538,12 +538,18 @@ class ShardEngine:
         ending at or before it may have been reported final without this shard. The
         shard's watermark is lifted to it, so its events for those windows are late, and
         since the floor is durable before any record is applied, a replay after a crash
-        decides exactly as the first run did."""
-        if not self.idle:
-            return FlushPlan()
+        decides exactly as the first run did.
+
+        Called again after the wake is durable, and before any record is applied, it
+        raises the floor further (another worker may have marked a shard idle between
+        reading the frontier and writing the floor: see streams/shard_work.wake)."""
+        if not self.idle and self._position != self._durable.checkpoint:
+            return FlushPlan()  # records were applied since: too late to move the floor
         floor = self._floor
         if frontier is not None and (floor is None or frontier > floor):
             floor = frontier
+        if not self.idle and floor == self._floor:
+            return FlushPlan()
         return FlushPlan(progress=replace(self._durable, idle_since_ms=None, watermark_floor=floor))
 
     def snapshot(self) -> Mapping[RowKey, PartialRow]:

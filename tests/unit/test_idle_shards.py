@@ -23,6 +23,7 @@ from processors.windowing.records import Position, Record
 from processors.windowing.redrive_envelope import wrap
 from processors.windowing.results import EVERYTHING, final_frontier, is_final
 from processors.windowing.windows import Window
+from streams import shard_work
 from streams.runner import EmbeddedRunner, RunnerOptions
 from tests.unit.fake_kinesis import FakeKinesis
 from tests.unit.test_engine import (
@@ -278,3 +279,45 @@ def test_records_redriven_for_another_pipeline_do_not_wake_an_idle_shard() -> No
     progress = {p.shard_id: p for p in store.read_progress(NAME)}
     assert progress["s1"].idle_since_ms is not None, "not for page-views: still idle"
     assert progress["s1"].watermark_floor is None
+
+
+class RaceyStore(MemoryPartialStore):
+    """Another worker marks shard ``y`` idle right after the waking worker has read the
+    progress (between its read of the frontier and its write of the floor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.race_once = False
+
+    def read_progress(self, pipeline: str) -> list[ShardProgress]:
+        seen = super().read_progress(pipeline)
+        if self.race_once:
+            self.race_once = False
+            y = self.progress[(pipeline, "y")]
+            self.progress[(pipeline, "y")] = replace(y, idle_since_ms=1)
+        return seen
+
+
+def test_a_wake_raced_by_another_worker_marking_a_shard_idle_still_keeps_final_windows_final() -> (
+    None
+):
+    store = RaceyStore()
+    for shard_id, max_ts, idle in (
+        ("x", 50_000, True),
+        ("y", 100_000, False),
+        ("z", 300_000, False),
+    ):
+        store.register_shard(NAME, STREAM, shard_id)
+        store.progress[(NAME, shard_id)] = ShardProgress(
+            shard_id, max_event_time=max_ts, idle_since_ms=1 if idle else None
+        )
+    engine = ShardEngine(PAGE_VIEWS, store.progress[(NAME, "x")])
+    store.race_once = True
+
+    shard_work.wake(engine, store, STREAM)
+
+    # Once y is idle, only z holds windows open: they are final up to z's watermark, and
+    # x's floor must be there too, or x would take events for windows reported final.
+    frontier = final_frontier(store.read_progress(NAME), LATENESS)
+    assert engine.durable.watermark_floor == 300_000 - LATENESS
+    assert frontier == 300_000 - LATENESS
