@@ -27,7 +27,7 @@ from schemas.errors import InvalidEvent
 from schemas.timestamps import parse_iso8601
 from shardflow import emulator as emulator_module
 from shardflow.input import file_records, open_input, synthetic_records
-from shardflow.output import FORMATS, render
+from shardflow.output import FORMATS, reason_counts, render
 from shardflow.replay import replay_file
 from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
@@ -346,11 +346,6 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
-def _counts(by_reason: dict[str, int]) -> str:
-    """``invalid 5, late 4``, or ``none``."""
-    return ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())) or "none"
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     names = args.pipelines or default_pipelines(settings, list(PIPELINES.values()))
     pipelines = [get_pipeline(name) for name in names]
@@ -368,7 +363,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stats = runner.run(stop, until_idle=args.until_idle)
     finalized = runner.finalized
     print(
-        f"processed {stats.records} records, dead letters {_counts(stats.dead_letters)}, "
+        f"processed {stats.records} records, dead letters {reason_counts(stats.dead_letters)}, "
         f"{stats.rows_written} row writes in {stats.flushes} flushes, "
         f"{finalized.final_rows} final rows, {finalized.alerts_sent} alerts sent"
     )

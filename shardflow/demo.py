@@ -16,7 +16,7 @@ from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.windowing.results import WindowResult
 from shardflow.emulator import EMULATOR_CREDENTIALS, EmulatorProcess
 from shardflow.input import synthetic_records
-from shardflow.output import render_table
+from shardflow.output import reason_counts, render_table
 from shardflow.produce import ProduceReport, produce
 from shardflow.settings import Settings
 from shardflow.wiring import ensure_for, make_runner, make_store
@@ -92,7 +92,7 @@ def _view(
     stats = runner.stats
     header = (
         f"shardflow demo: {time.monotonic() - started:5.0f}s  produced {produced.sent}  "
-        f"processed {stats.records}  dead letters {dict(stats.dead_letters) or 0}  "
+        f"processed {stats.records}  dead letters {reason_counts(stats.dead_letters)}  "
         f"final rows {runner.finalized.final_rows}  alerts {runner.finalized.alerts_sent}  "
         f"shards {stats.shards}  {_endpoints(settings)}"
     )

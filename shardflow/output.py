@@ -112,3 +112,8 @@ def render(results: Sequence[WindowResult], columns: Sequence[str], fmt: str) ->
     if fmt == "csv":
         return render_csv(results, columns).rstrip("\n")
     return render_table(results, columns)
+
+
+def reason_counts(by_reason: dict[str, int]) -> str:
+    """Dead letters by reason for a summary line: ``invalid 5, late 4``, or ``none``."""
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())) or "none"
