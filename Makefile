@@ -8,15 +8,35 @@ STAMP := $(VENV)/.installed
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit bench clean
+# kinesis-local (kinesis-mock on Node.js): the Kinesis of the tests that need real shard
+# ends (resharding, the KCL). Pinned by tests/kinesis-local/package-lock.json, installed
+# with `npm ci`; shardflow/kinesis_local.py starts it bound to 127.0.0.1.
+KINESIS_LOCAL_VERSION := 0.6.2
+KINESIS_LOCAL_DIR := .cache/kinesis-local
+KINESIS_LOCAL_LOCK := tests/kinesis-local/package.json tests/kinesis-local/package-lock.json
+KINESIS_LOCAL := $(KINESIS_LOCAL_DIR)/.installed-$(KINESIS_LOCAL_VERSION)
+
+.PHONY: install kinesis-local demo test test-kinesis-local test-kcl lint typecheck unit bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,kcl]'
 	touch $(STAMP)
+
+kinesis-local: $(KINESIS_LOCAL)
+
+$(KINESIS_LOCAL): $(KINESIS_LOCAL_LOCK) | $(STAMP)
+	@command -v node >/dev/null 2>&1 || { echo "make: kinesis-local needs Node.js (checked with 20), and node is not on PATH: install Node.js (https://nodejs.org), which brings npm" >&2; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "make: kinesis-local is installed with npm, which is not on PATH: install npm (it comes with Node.js)" >&2; exit 1; }
+	rm -rf $(KINESIS_LOCAL_DIR)
+	mkdir -p $(KINESIS_LOCAL_DIR)
+	cp $(KINESIS_LOCAL_LOCK) $(KINESIS_LOCAL_DIR)/
+	cd $(KINESIS_LOCAL_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	SHARDFLOW_KINESIS_LOCAL_DIR=$(KINESIS_LOCAL_DIR) $(BIN)/python -m shardflow.kinesis_local --check
+	touch $@
 
 demo: $(STAMP)
 	$(BIN)/shardflow demo $(if $(DURATION),--duration $(DURATION))
@@ -28,8 +48,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(KINESIS_LOCAL)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The kinesis-local tier alone (resharding, and whatever else needs real shard ends).
+test-kinesis-local: $(KINESIS_LOCAL)
+	$(BIN)/pytest -m kinesis_local $(PYTEST_ARGS)
+
+# The KCL runner alone: protocol tests, and two real MultiLangDaemon workers (Java).
+test-kcl: $(STAMP) $(KINESIS_LOCAL)
+	$(BIN)/pytest tests/unit/test_kcl_processor.py tests/unit/test_kcl_frontier.py \
+	    tests/unit/test_kcl_properties.py tests/integration/test_kcl_daemon.py $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -41,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.producer
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from processors.pipeline import Pipeline
 from processors.pipelines import PIPELINES, UnknownPipeline, get_pipeline
 from processors.query import query_windows
 from processors.sinks.ports import StaleWrite, StreamMismatch
@@ -172,6 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="how often effects are made durable and checkpointed (default 1)",
+    )
+    run.add_argument(
+        "--runner",
+        choices=("embedded", "kcl"),
+        default="embedded",
+        help="embedded: this process reads every shard (default); kcl: the Kinesis Client "
+        "Library's MultiLangDaemon spreads the shards over every worker started this way "
+        "(needs Java and the kcl extra)",
+    )
+    run.add_argument(
+        "--kcl-application",
+        metavar="NAME",
+        help="with --runner kcl: the KCL application, which names its lease table "
+        "(default: shardflow-<stream>-<table>-<pipelines>)",
+    )
+    run.add_argument(
+        "--kcl-properties",
+        metavar="PATH",
+        help="with --runner kcl: write the daemon's properties here (and keep them) "
+        "instead of in a temporary folder",
+    )
+    run.add_argument(
+        "--kcl-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --runner kcl: set or override a MultiLangDaemon property "
+        "(e.g. failoverTimeMillis=5000); repeatable",
     )
 
     query = commands.add_parser("query", help="windows of a pipeline, merged across shards")
@@ -354,6 +383,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except MixedStreams as exc:
         print(f"shardflow run: {exc}", file=sys.stderr)
         return 2
+    if args.runner == "kcl":
+        return _run_kcl(args, settings, pipelines)
+    if args.kcl_application or args.kcl_properties or args.kcl_property:
+        print("shardflow run: the --kcl-* options go with --runner kcl", file=sys.stderr)
+        return 2
     clients = make_clients(settings)
     runner = make_runner(
         clients, settings, pipelines, RunnerOptions(flush_interval=args.flush_interval)
@@ -368,6 +402,57 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"{finalized.final_rows} final rows, {finalized.alerts_sent} alerts sent"
     )
     return 0
+
+
+def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipeline[Any]]) -> int:
+    """``run --runner kcl``: this worker's share of the shards, under the KCL."""
+    if args.until_idle is not None:
+        print(
+            "shardflow run: --until-idle is for the embedded runner; "
+            "a KCL worker runs until it is stopped (SIGTERM)",
+            file=sys.stderr,
+        )
+        return 2
+    overrides: dict[str, str] = {}
+    for pair in args.kcl_property:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            print(f"shardflow run: --kcl-property wants KEY=VALUE, got {pair!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = value.strip()
+    from streams.kcl_launcher import KclRunner, KclUnavailable  # noqa: PLC0415
+    from streams.kcl_properties import KclOptions  # noqa: PLC0415
+
+    options = KclOptions(
+        application_name=args.kcl_application,
+        properties_path=args.kcl_properties,
+        overrides=overrides,
+    )
+    runner = KclRunner(
+        make_clients(settings),
+        settings,
+        pipelines,
+        options,
+        flush_interval=args.flush_interval,
+        verbose=args.verbose,
+    )
+    stop = _stop_on_signals()
+    log.info(
+        "running %s on stream %s under the KCL",
+        ", ".join(p.name for p in pipelines),
+        settings.stream,
+    )
+    try:
+        code = runner.run(stop)
+    except (KclUnavailable, ValueError) as exc:
+        print(f"shardflow run: {exc}", file=sys.stderr)
+        return 1
+    finalized = runner.finalized
+    print(
+        f"KCL worker stopped (exit {code}), {finalized.final_rows} final rows, "
+        f"{finalized.alerts_sent} alerts sent by this worker"
+    )
+    return code
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:

@@ -139,6 +139,23 @@ def make_alert_sink(
     return SnsAlertSink(clients.sns, topic_arn_for(clients.sns, topic))
 
 
+def stream_identity(clients: AwsClients, stream: str) -> str:
+    """What shard progress records as the stream it belongs to: its ARN and creation
+    time (a stream deleted and created again under the same name is another stream).
+    Every runner (embedded, KCL, Lambda) must record the same, so they share a table."""
+    try:
+        summary = clients.kinesis.describe_stream_summary(StreamName=stream)
+    except ClientError as exc:
+        if is_not_found(exc):
+            raise ResourceMissing(
+                f"stream {stream!r} not found: create it with `shardflow up`"
+            ) from exc
+        raise
+    described = summary["StreamDescriptionSummary"]
+    created = described["StreamCreationTimestamp"]
+    return f"{described['StreamARN']}@{created.isoformat()}"
+
+
 def make_runner(
     clients: AwsClients,
     settings: Settings,
@@ -169,18 +186,7 @@ def make_runner(
                 clients.sqs, queue_url(clients, queue), settings.stream
             )
         letters[pipeline.name] = by_queue[queue]
-    try:
-        summary = clients.kinesis.describe_stream_summary(StreamName=settings.stream)
-    except ClientError as exc:
-        if is_not_found(exc):
-            raise ResourceMissing(
-                f"stream {settings.stream!r} not found: create it with `shardflow up`"
-            ) from exc
-        raise
-    described = summary["StreamDescriptionSummary"]
-    created = described["StreamCreationTimestamp"]
-    # A stream deleted and created again under the same name is another stream.
-    identity = f"{described['StreamARN']}@{created.isoformat()}"
+    identity = stream_identity(clients, settings.stream)
     return EmbeddedRunner(
         clients.kinesis,
         stores,

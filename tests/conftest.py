@@ -4,6 +4,9 @@ The emulator: when ``AWS_ENDPOINT_URL`` is unset, moto's server starts on a free
 port for the session; when it is set (LocalStack, a running ``shardflow emulator``), the
 tests use it. Every test gets resources with names of its own, so tests never share state
 and the suite runs unchanged against LocalStack.
+
+kinesis-local, for the tests that need Kinesis' real shard ends (resharding, the KCL), is
+the plugin ``tests/kinesis_local.py``: its fixtures put Kinesis there and the rest on moto.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from shardflow.emulator import EMULATOR_CREDENTIALS, EMULATOR_ENV, start_in_thre
 from shardflow.resources import ResourceNames, ResourceReport, ensure_resources
 from shardflow.settings import Settings
 from streams.clients import AwsClients, make_clients
+
+pytest_plugins = ["tests.kinesis_local"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ class AwsEnv:
         return [sys.executable, "-m", "shardflow"]
 
 
-def make_aws_env(emulator: Emulator, shards: int = 2) -> AwsEnv:
+def make_aws_env(emulator: Emulator, shards: int = 2, kinesis: str | None = None) -> AwsEnv:
+    """Fresh resources on the emulator; with ``kinesis`` (an endpoint, e.g. kinesis-local's),
+    the stream is created there and every Kinesis call goes there, the rest to the emulator."""
     suffix = uuid.uuid4().hex[:10]
     names = ResourceNames(
         stream=f"t-clicks-{suffix}",
@@ -76,6 +83,7 @@ def make_aws_env(emulator: Emulator, shards: int = 2) -> AwsEnv:
         dead_letter_queue=names.dead_letter_queue,
         alert_topic=names.alert_topic,
         endpoint_url=emulator.url,
+        service_endpoints={**base.service_endpoints, **({"kinesis": kinesis} if kinesis else {})},
         region=base.region or EMULATOR_ENV["AWS_REGION"],
         static_credentials=EMULATOR_CREDENTIALS if emulator.embedded else None,
         # As the SHARDFLOW_* variables below do for the command line: these names apply
@@ -95,6 +103,7 @@ def make_aws_env(emulator: Emulator, shards: int = 2) -> AwsEnv:
         "SHARDFLOW_TABLE": names.table,
         "SHARDFLOW_DEAD_LETTER_QUEUE": names.dead_letter_queue,
         "SHARDFLOW_ALERT_TOPIC": names.alert_topic,
+        **({"AWS_ENDPOINT_URL_KINESIS": kinesis} if kinesis else {}),
     }
     return AwsEnv(settings, clients, report, env)
 

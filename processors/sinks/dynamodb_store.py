@@ -67,7 +67,7 @@ def _int_or_none(item: dict[str, Any], name: str) -> int | None:
     return int(value["N"]) if value else None
 
 
-def _progress_from_item(item: dict[str, Any]) -> ShardProgress:
+def progress_from_item(item: dict[str, Any]) -> ShardProgress:
     return ShardProgress(
         shard_id=item["sk"]["S"],
         checkpoint=_position_or_none(item, "checkpoint"),
@@ -126,7 +126,7 @@ class DynamoPartialStore(DynamoFinals):
         stored = item.get("stream", {}).get("S", stream)
         if stored != stream:
             raise StreamMismatch(pipeline, stored, stream)
-        return _progress_from_item(item)
+        return progress_from_item(item)
 
     def write_intent(self, pipeline: str, stream: str, intent: Intent) -> None:
         values: dict[str, Any] = {}
@@ -211,7 +211,7 @@ class DynamoPartialStore(DynamoFinals):
             ExpressionAttributeValues={":pk": {"S": progress_pk(pipeline)}},
             ConsistentRead=True,
         )
-        return [_progress_from_item(item) for item in items]
+        return [progress_from_item(item) for item in items]
 
     # -- redriven records ------------------------------------------------------------
 
