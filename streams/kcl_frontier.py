@@ -19,13 +19,13 @@ the shard's records applied (or the children's leases started).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
 
 from processors.sinks.ports import PartialStore
-from processors.windowing.engine import ShardEngine, ShardProgress
-from processors.windowing.results import final_frontier
+from processors.windowing.engine import ShardEngine
 from streams import shard_work
+from streams.shard_work import register_children
+
+__all__ = ["register_children", "stable_wake"]
 
 log = logging.getLogger("shardflow.kcl")
 
@@ -41,47 +41,3 @@ def stable_wake(engine: ShardEngine, store: PartialStore, stream_identity: str) 
     """Wake ``engine``'s idle shard with a floor that holds (:func:`shard_work.wake`
     re-reads the frontier and raises the floor until it does). Returns the floor."""
     return shard_work.wake(engine, store, stream_identity)
-
-
-def register_children(
-    store: PartialStore,
-    pipeline_name: str,
-    allowed_lateness_ms: int,
-    stream_identity: str,
-    children: Sequence[str],
-) -> int | None:
-    """Register a closed shard's children (before its end is recorded) with their floor at
-    the frontier, raised until no frontier seen before they were registered lies above
-    it. Children already registered (by the other parent of a merge) keep their
-    progress. Returns the floor given to the new ones."""
-    if not children:
-        return None
-    before = store.read_progress(pipeline_name)
-    known = {p.shard_id for p in before}
-    new = [child for child in children if child not in known]
-    floor = final_frontier(before, allowed_lateness_ms)
-    for child in children:
-        store.register_shard(pipeline_name, stream_identity, child, floor)
-    for _ in range(MAX_ROUNDS):
-        if not new:
-            return floor
-        progress = store.read_progress(pipeline_name)
-        seen = final_frontier([p for p in progress if p.shard_id not in new], allowed_lateness_ms)
-        if not _above(seen, floor):
-            return floor
-        log.info(
-            "%s: frontier moved to %s while registering %s; floor raised from %s",
-            pipeline_name,
-            seen,
-            ", ".join(new),
-            floor,
-        )
-        floor = seen
-        current = {p.shard_id: p for p in progress}
-        for child in new:
-            stored = current.get(child) or ShardProgress(child)
-            if stored.checkpoint is None and _above(floor, stored.watermark_floor):
-                store.write_progress(
-                    pipeline_name, stream_identity, replace(stored, watermark_floor=floor)
-                )
-    raise RuntimeError(f"{pipeline_name}: the frontier kept moving while registering children")

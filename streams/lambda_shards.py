@@ -18,12 +18,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import PartialStore
-from processors.windowing.engine import ShardProgress
 from processors.windowing.records import Position
-from processors.windowing.results import final_frontier
 from streams.aws_errors import error_code, is_retryable
 from streams.lambda_progress import DynamoShardClaims
 from streams.shard_reader import expand_records
+from streams.shard_work import register_children
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -73,12 +72,17 @@ def register_new_shards(
         new.append((invoked, True))  # not listed yet: a child just created
     if not new:
         return []
-    floor = None
-    if any(child for _, child in new):
-        floor = final_frontier(list(known.values()), pipeline.allowed_lateness_ms)
+    # Children first, at the frontier of the shards known before (raised while other
+    # workers move it: shard_work.register_children); then the shards without parents,
+    # which start with no floor (and, with no events yet, hold every window open).
+    children = [shard_id for shard_id, child in new if child]
+    floor = register_children(store, name, pipeline.allowed_lateness_ms, identity, children)
+    for shard_id in children:
+        log.info("%s: registered shard %s at floor %s", name, shard_id, floor)
     for shard_id, child in new:
-        store.register_shard(name, identity, shard_id, floor if child else None)
-        log.info("%s: registered shard %s%s", name, shard_id, f" at floor {floor}" if child else "")
+        if not child:
+            store.register_shard(name, identity, shard_id, None)
+            log.info("%s: registered shard %s", name, shard_id)
     return [shard_id for shard_id, _ in new]
 
 
@@ -230,9 +234,4 @@ def _register_children(
 ) -> None:
     """Before a parent's end is recorded: its children, at what is final now."""
     children = [s["ShardId"] for s in listed if parent in _parents(s)]
-    if not children:
-        return
-    shards: list[ShardProgress] = store.read_progress(pipeline.name)
-    floor = final_frontier(shards, pipeline.allowed_lateness_ms)
-    for child in children:
-        store.register_shard(pipeline.name, identity, child, floor)
+    register_children(store, pipeline.name, pipeline.allowed_lateness_ms, identity, children)

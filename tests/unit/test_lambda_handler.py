@@ -421,3 +421,59 @@ def test_a_checkpoint_inside_a_kpl_aggregate_is_not_the_tip() -> None:
     kinesis.put(SHARD0, aggregate)  # six user records, at sequence 1
     assert read_tip(kinesis, "s", SHARD0, Position(1, 2)).after  # type: ignore[arg-type]
     assert read_tip(kinesis, "s", SHARD0, Position(1, 5)).at_tip  # type: ignore[arg-type]
+
+
+def test_a_child_registered_while_another_worker_moves_the_frontier_gets_a_floor_that_holds() -> (
+    None
+):
+    """Lambda invokes a child before the finalizer saw its parent end; between the
+    handler's read of the frontier and its registration of the child, another shard's
+    invocation flushes further (and a finalizer may finalize up to the new frontier)."""
+    from processors.pipelines.page_views import PAGE_VIEWS
+    from processors.sinks.memory import MemoryPartialStore
+    from processors.windowing.engine import ShardProgress
+    from processors.windowing.records import Position
+    from processors.windowing.results import final_frontier
+    from streams.lambda_shards import register_new_shards
+
+    lateness = PAGE_VIEWS.allowed_lateness_ms
+    name = PAGE_VIEWS.name
+    listed = [
+        {
+            "ShardId": "P",
+            "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "9"},
+        },
+        {"ShardId": "S", "SequenceNumberRange": {"StartingSequenceNumber": "1"}},
+        {
+            "ShardId": "C",
+            "ParentShardId": "P",
+            "SequenceNumberRange": {"StartingSequenceNumber": "10"},
+        },
+    ]
+    store = MemoryPartialStore()
+    store.register_shard(name, "id", "P")
+    store.register_shard(name, "id", "S")
+    store.write_progress(
+        name, "id", ShardProgress("P", Position(5), max_event_time=100_000 + lateness, ended=True)
+    )
+    store.write_progress(
+        name, "id", ShardProgress("S", Position(5), max_event_time=50_000 + lateness)
+    )
+    real_read = store.read_progress
+    seen_in_gap: list[int | None] = []
+
+    def read_progress(pipeline: str) -> list[ShardProgress]:
+        out = real_read(pipeline)
+        if not seen_in_gap:
+            store.write_progress(
+                name, "id", ShardProgress("S", Position(7), max_event_time=90_000 + lateness)
+            )
+            seen_in_gap.append(final_frontier(real_read(pipeline), lateness))
+        return out
+
+    store.read_progress = read_progress  # type: ignore[method-assign]
+    register_new_shards(store, PAGE_VIEWS, "id", listed, invoked="C")
+
+    child = {p.shard_id: p for p in real_read(name)}["C"]
+    assert seen_in_gap == [90_000]
+    assert child.watermark_floor == 90_000, "no window final in the gap can take C's events"
