@@ -240,10 +240,7 @@ class KclShardProcessor:
         quiet = now - (
             self._last_record_at if self._last_record_at is not None else self._started_at
         )
-        for engine in self.engines:
-            timeout = engine.pipeline.idle_timeout_ms
-            if timeout is None or engine.idle or quiet * 1000 < timeout:
-                continue
+        for engine in shard_work.due_idle(self.engines, quiet):
             plan = engine.plan_idle(int(self._wall_clock() * 1000))
             store = self._stores[engine.pipeline.name]
             self._retrying(

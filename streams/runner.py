@@ -303,10 +303,7 @@ class EmbeddedRunner:
         quiet = self._idle_for(worker, now)
         if not quiet:
             return
-        for engine in worker.engines:
-            timeout = engine.pipeline.idle_timeout_ms
-            if timeout is None or engine.idle or quiet * 1000 < timeout:
-                continue
+        for engine in shard_work.due_idle(worker.engines, quiet):
             plan = engine.plan_idle(int(self._wall_clock() * 1000))
             store = self._stores[engine.pipeline.name]
             self._retrying(

@@ -68,6 +68,18 @@ def write_progress_only(
     engine.confirm_flush(plan)
 
 
+def due_idle(engines: Sequence[ShardEngine], quiet_s: float) -> list[ShardEngine]:
+    """The engines whose pipeline's idle timeout the shard has been quiet for (at its tip,
+    everything durable: the caller's to judge) and that are not idle yet."""
+    return [
+        engine
+        for engine in engines
+        if not engine.idle
+        and engine.pipeline.idle_timeout_ms is not None
+        and quiet_s * 1000 >= engine.pipeline.idle_timeout_ms
+    ]
+
+
 def frontier(engine: ShardEngine, store: PartialStore) -> int | None:
     """The pipeline's final frontier now, from every shard's durable progress."""
     pipeline = engine.pipeline
