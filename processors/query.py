@@ -1,13 +1,22 @@
-"""Reading aggregates: partial rows merged across shards on read (design.md section 4)."""
+"""Reading aggregates: partial rows merged across shards on read (design.md section 4).
+
+Every read goes through a key or the window index, never a Scan, when the store has the
+index (:class:`~processors.sinks.ports.FinalStore`): one key over a time range is a Query
+on its final rows and one on its partial rows; all keys of a window are the index's keys
+of that window, then their rows. A store without the index (a bare partial store) is
+read whole for queries without a key.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from processors.pipeline import Pipeline
 from processors.sinks.ports import PartialStore
+from processors.windowing.engine import ShardProgress
 from processors.windowing.finals import FinalRow, final_result
-from processors.windowing.results import WindowResult, merge_rows
+from processors.windowing.results import WindowResult, final_frontier, merge_rows
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
 from schemas.timestamps import MAX_EPOCH_MS
@@ -23,13 +32,81 @@ def query_windows(
     since_ms: int | None = None,
     until_ms: int | None = None,
 ) -> list[WindowResult]:
-    """Windows of ``pipeline`` that overlap ``[since_ms, until_ms)``, merged over shards.
+    """Windows of ``pipeline`` that overlap ``[since_ms, until_ms)``, merged over shards,
+    sorted by key, then window start.
 
     ``final`` is true only for windows closed on every shard the runner has registered.
     Progress is read before rows, so a window reported final has all its rows. Windows
     that have a final row are read from it (their partial rows may have expired).
     """
     shards = store.read_progress(pipeline.name)
+    if key is None and has_index(store):
+        starts = overlapping_starts(store, pipeline, since_ms, until_ms)
+        if isinstance(pipeline.windows, SessionWindows):
+            results = sessions_of_keys(store, pipeline, starts, since_ms, until_ms, shards)
+        else:
+            results = [
+                result
+                for start in starts
+                for result in window_results(store, pipeline, start, shards)
+            ]
+        return sorted(results, key=lambda r: (r.key, r.window.start_ms))
+    return keyed_windows(store, pipeline, key, since_ms, until_ms, shards)
+
+
+def has_index(store: object) -> bool:
+    """True when ``store`` keeps the window index (a FinalStore)."""
+    return hasattr(store, "window_starts") and hasattr(store, "window_rows")
+
+
+def overlapping_starts(
+    store: Any, pipeline: Pipeline[Any], since_ms: int | None, until_ms: int | None
+) -> list[int]:
+    """Starts of the indexed windows (session buckets) that may hold results overlapping
+    ``[since_ms, until_ms)``, ascending: one Query on the index. For sessions, buckets up
+    to two gaps before the range too, since a session's end lies a gap past its last
+    event."""
+    reach = pipeline.windows.size_ms
+    if isinstance(pipeline.windows, SessionWindows):
+        reach = 2 * pipeline.windows.gap_ms
+    low = 0 if since_ms is None else max(0, since_ms - reach + 1)
+    high = END_OF_TIME if until_ms is None else min(END_OF_TIME, max(0, until_ms))
+    starts: list[int] = store.window_starts(pipeline.name, low, high)
+    return starts
+
+
+def window_results(
+    store: Any, pipeline: Pipeline[Any], window_start_ms: int, shards: Sequence[ShardProgress]
+) -> list[WindowResult]:
+    """Every key's result for the window (not session) starting at ``window_start_ms``,
+    sorted by key, through the window index. A final window is read from its final rows
+    (its partial rows may have expired); one the finalizer has not reached yet is merged
+    from its partial rows."""
+    if isinstance(pipeline.windows, SessionWindows):
+        raise ValueError(f"{pipeline.name!r} has session windows: they are read by key")
+    frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
+    window = pipeline.windows.window_starting(window_start_ms)
+    finals: list[FinalRow] = []
+    if frontier is not None and window.end_ms <= frontier:
+        finals = store.read_finals(pipeline.name, None, window_start_ms, window_start_ms + 1)
+    through = store.finalized_through(pipeline.name) if finals else None
+    if finals and through is not None and window_start_ms < through:
+        # Behind the finalizer's cursor every key of the window has its final row.
+        return sorted((final_result(pipeline, row) for row in finals), key=lambda r: r.key)
+    rows = store.window_rows(pipeline.name, window_start_ms)
+    return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
+
+
+def keyed_windows(
+    store: PartialStore,
+    pipeline: Pipeline[Any],
+    key: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    shards: Sequence[ShardProgress],
+) -> list[WindowResult]:
+    """:func:`query_windows` for one key (or, without the index, for every key), with
+    the shards' progress already read."""
     read_finals = getattr(store, "read_finals", None)
     if isinstance(pipeline.windows, SessionWindows):
         windows = pipeline.windows
@@ -50,9 +127,44 @@ def query_windows(
         ]
     size = pipeline.windows.size_ms
     start_from = None if since_ms is None else since_ms - size + 1
-    rows = store.read_rows(pipeline.name, key, start_from, until_ms)
-    finals = read_finals(pipeline.name, key, start_from, until_ms) if read_finals else []
+    return starting_between(store, pipeline, key, start_from, until_ms, shards)
+
+
+def starting_between(
+    store: PartialStore,
+    pipeline: Pipeline[Any],
+    key: str | None,
+    start_from_ms: int | None,
+    start_before_ms: int | None,
+    shards: Sequence[ShardProgress],
+) -> list[WindowResult]:
+    """Windows (not sessions) of one key starting in ``[start_from_ms, start_before_ms)``:
+    a Query on its partial rows and one on its final rows."""
+    read_finals = getattr(store, "read_finals", None)
+    rows = store.read_rows(pipeline.name, key, start_from_ms, start_before_ms)
+    finals = read_finals(pipeline.name, key, start_from_ms, start_before_ms) if read_finals else []
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
+
+
+def sessions_of_keys(
+    store: Any,
+    pipeline: Pipeline[Any],
+    bucket_starts: Sequence[int],
+    since_ms: int | None,
+    until_ms: int | None,
+    shards: Sequence[ShardProgress],
+) -> list[WindowResult]:
+    """Whole sessions overlapping the range of every key the index lists in the buckets
+    starting at ``bucket_starts``: one keyed read each (a session can reach any distance
+    past the buckets the index found)."""
+    keys = sorted(
+        {key for start in bucket_starts for key in store.window_keys(pipeline.name, start)}
+    )
+    return [
+        result
+        for key in keys
+        for result in keyed_windows(store, pipeline, key, since_ms, until_ms, shards)
+    ]
 
 
 def _with_finals(

@@ -7,7 +7,6 @@ import gc
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -20,13 +19,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processors.pipeline import Pipeline
 from processors.pipelines import PIPELINES, UnknownPipeline, get_pipeline
-from processors.query import query_windows
+from processors.query_pages import QueryError
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.sinks.sqs_dead_letters import DeadLetterDeliveryError
 from processors.windowing.codec import IncompatibleState
-from schemas.errors import InvalidEvent
-from schemas.timestamps import parse_iso8601
 from shardflow import emulator as emulator_module
+from shardflow import query_command, times
 from shardflow.input import file_records, open_input, synthetic_records
 from shardflow.output import FORMATS, reason_counts, render
 from shardflow.replay import replay_file
@@ -61,13 +59,12 @@ def make_clients(settings: Settings) -> AwsClients:
 
 
 def parse_time(text: str) -> int:
-    """Epoch milliseconds from ``1764237600000`` or ``2026-11-27T10:00:00Z``."""
-    if re.fullmatch(r"-?[0-9]+", text.strip()):
-        return int(text)
+    """Epoch milliseconds from ``1795773600000``, ``2026-11-27T10:00:00Z``, ``now`` or a
+    time ago (``15m``): :func:`shardflow.times.parse_time`."""
     try:
-        return parse_iso8601(text, "time")
-    except InvalidEvent as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; use ISO-8601 or epoch milliseconds") from None
+        return times.parse_time(text)
+    except times.BadTime as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_float(text: str) -> float:
@@ -203,12 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. failoverTimeMillis=5000); repeatable",
     )
 
-    query = commands.add_parser("query", help="windows of a pipeline, merged across shards")
-    query.add_argument("pipeline")
-    query.add_argument("--key", help="only this key")
-    query.add_argument("--since", type=parse_time, help="windows ending after this time")
-    query.add_argument("--until", type=parse_time, help="windows starting before this time")
-    query.add_argument("--format", choices=FORMATS, default="table")
+    query_command.add_arguments(commands, parse_time, positive_float)
 
     dead = commands.add_parser(
         "dead-letters",
@@ -458,9 +450,15 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = get_pipeline(args.pipeline)
     store = make_store(make_clients(settings), settings, pipeline)
-    results = query_windows(store, pipeline, args.key, args.since, args.until)
-    print(render(results, pipeline.aggregate_names, args.format))
-    return 0
+    stop = _stop_on_signals() if args.follow else threading.Event()
+    return query_command.run_query(args, store, pipeline, stop)
+
+
+def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = get_pipeline(args.pipeline)
+    query_command.check_top_arguments(pipeline, args)
+    store = make_store(make_clients(settings), settings, pipeline)
+    return query_command.run_top(args, store, pipeline)
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
@@ -542,6 +540,7 @@ COMMANDS = {
     "produce": cmd_produce,
     "run": cmd_run,
     "query": cmd_query,
+    "top": cmd_top,
     "replay": cmd_replay,
     "dead-letters": cmd_dead_letters,
     "demo": cmd_demo,
@@ -586,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args, _settings(args))
-    except UnknownPipeline as exc:
+    except (UnknownPipeline, QueryError) as exc:
         print(f"shardflow {args.command}: {exc}", file=sys.stderr)
         return 2
     except EXPECTED_ERRORS as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +32,11 @@ def render_json(results: Sequence[WindowResult]) -> str:
 
 
 def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
+    return "".join(csv_lines(results, columns))
+
+
+def csv_lines(results: Iterable[WindowResult], columns: Sequence[str]) -> Iterator[str]:
+    """The header, then one line per result, each ending in a newline."""
     buffer = io.StringIO()
     writer = csv.DictWriter(
         buffer,
@@ -39,7 +44,10 @@ def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
         fieldnames=["pipeline", "key", "window_start", "window_end", "final", *columns],
     )
     writer.writeheader()
+    yield buffer.getvalue()
     for result in results:
+        buffer.seek(0)
+        buffer.truncate()
         row = result_dict(result)
         # Lists (a top-k) go into one cell as JSON, the same text json prints.
         writer.writerow(
@@ -48,7 +56,7 @@ def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
                 for name, value in row.items()
             }
         )
-    return buffer.getvalue()
+        yield buffer.getvalue()
 
 
 def _cell(value: Any) -> str:
@@ -76,6 +84,14 @@ def _is_number(value: Any) -> bool:
 
 def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
     """Aligned columns: text left, numbers right; ISO times; final windows marked."""
+    lines = table_lines(results, columns)
+    if not results:
+        lines.append("(no windows)")
+    return "\n".join(lines)
+
+
+def table_lines(results: Sequence[WindowResult], columns: Sequence[str]) -> list[str]:
+    """:func:`render_table`'s lines: the header, a rule, then one line per result."""
     header = ["key", "window_start", "window_end", "final", *columns]
     rows = [
         [
@@ -101,9 +117,7 @@ def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str
 
     out = [line(header), line(["-" * w for w in widths])]
     out.extend(line(row) for row in rows)
-    if not rows:
-        out.append("(no windows)")
-    return "\n".join(out)
+    return out
 
 
 def render(results: Sequence[WindowResult], columns: Sequence[str], fmt: str) -> str:

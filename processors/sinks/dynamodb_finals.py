@@ -238,6 +238,33 @@ class DynamoFinals:
         )
         return [int(item["window_start"]["N"]) for item in items]
 
+    def window_keys(self, pipeline: str, window_start_ms: int) -> list[str]:
+        entries = self._pages(
+            "query",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": window_keys_pk(pipeline, window_start_ms)}},
+            ProjectionExpression="#k",
+            ExpressionAttributeNames={"#k": "key"},
+        )
+        return sorted({entry["key"]["S"] for entry in entries})
+
+    def latest_window_start(self, pipeline: str, start_before_ms: int) -> int | None:
+        if start_before_ms <= 0:
+            return None
+        response = self._client.query(
+            TableName=self._table,
+            ConsistentRead=True,
+            KeyConditionExpression="pk = :pk AND sk <= :high",
+            ExpressionAttributeValues={
+                ":pk": {"S": windows_pk(pipeline)},
+                ":high": _start_sk(min(start_before_ms, 10**13) - 1),
+            },
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        items = response.get("Items", [])
+        return int(items[0]["window_start"]["N"]) if items else None
+
     def window_rows(self, pipeline: str, window_start_ms: int) -> list[StoredRow]:
         entries = self._pages(
             "query",
@@ -303,14 +330,7 @@ class DynamoFinals:
             return [final_from_item(item) for item in items]
         finals: list[FinalRow] = []
         for start in self.window_starts(pipeline, low, high):
-            entries = self._pages(
-                "query",
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": window_keys_pk(pipeline, start)}},
-                ProjectionExpression="#k",
-                ExpressionAttributeNames={"#k": "key"},
-            )
-            keys = sorted({entry["key"]["S"] for entry in entries})
+            keys = self.window_keys(pipeline, start)
             wanted = [{"pk": {"S": final_pk(pipeline, k)}, "sk": _start_sk(start)} for k in keys]
             finals.extend(final_from_item(item) for item in self._batch_get(wanted))
         return finals
@@ -344,6 +364,12 @@ class DynamoFinals:
     def read_top_keys(
         self, pipeline: str, window_start_ms: int, aggregate: str
     ) -> list[tuple[str, float]] | None:
+        found = self.read_top(pipeline, window_start_ms, aggregate)
+        return None if found is None else found[0]
+
+    def read_top(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> tuple[list[tuple[str, float]], int] | None:
         response = self._client.get_item(
             TableName=self._table,
             Key={"pk": {"S": top_pk(pipeline, window_start_ms)}, "sk": {"S": aggregate}},
@@ -352,7 +378,8 @@ class DynamoFinals:
         item = response.get("Item")
         if item is None:
             return None
-        return [(key, value) for key, value in json.loads(item["top"]["S"])["top"]]
+        ranked = [(key, value) for key, value in json.loads(item["top"]["S"])["top"]]
+        return ranked, int(item["keys"]["N"])
 
     def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
         def expire(row: StoredRow) -> None:

@@ -137,6 +137,7 @@ class MemoryFinalStore(MemoryPartialStore):
         self.cursors: dict[str, int] = {}
         self.index: dict[tuple[str, int], set[tuple[str, str]]] = {}
         self.top: dict[tuple[str, int, str], list[tuple[str, float]]] = {}
+        self.top_counts: dict[tuple[str, int, str], int] = {}
         self.partial_expiry: dict[tuple[str, str, RowKey], int] = {}
         self.sent_alerts: dict[tuple[str, str], Alert] = {}
         self.refused_alerts: dict[tuple[str, str], str] = {}
@@ -178,6 +179,17 @@ class MemoryFinalStore(MemoryPartialStore):
             slots = [(pipeline, shard, (key, window_start_ms)) for key, shard in entries]
             return [self.rows[slot] for slot in sorted(slots) if slot in self.rows]
 
+    def window_keys(self, pipeline: str, window_start_ms: int) -> list[str]:
+        with self._lock:
+            return sorted({key for key, _ in self.index.get((pipeline, window_start_ms), ())})
+
+    def latest_window_start(self, pipeline: str, start_before_ms: int) -> int | None:
+        with self._lock:
+            starts = [
+                start for name, start in self.index if name == pipeline and start < start_before_ms
+            ]
+            return max(starts, default=None)
+
     def write_finals(self, rows: Sequence[FinalRow], expires_at: int | None) -> list[FinalRow]:
         with self._lock:
             stored = []
@@ -218,12 +230,22 @@ class MemoryFinalStore(MemoryPartialStore):
         with self._lock:
             for aggregate, ranked in top.items():
                 self.top[(pipeline, window_start_ms, aggregate)] = list(ranked)
+                self.top_counts[(pipeline, window_start_ms, aggregate)] = keys
 
     def read_top_keys(
         self, pipeline: str, window_start_ms: int, aggregate: str
     ) -> list[tuple[str, float]] | None:
+        found = self.read_top(pipeline, window_start_ms, aggregate)
+        return None if found is None else found[0]
+
+    def read_top(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> tuple[list[tuple[str, float]], int] | None:
         with self._lock:
-            return self.top.get((pipeline, window_start_ms, aggregate))
+            slot = (pipeline, window_start_ms, aggregate)
+            if slot not in self.top:
+                return None
+            return list(self.top[slot]), self.top_counts[slot]
 
     def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:
         with self._lock:

@@ -116,6 +116,16 @@ class FinalStore(Protocol):
         """Every partial row of the windows starting at ``window_start_ms``."""
         ...
 
+    def window_keys(self, pipeline: str, window_start_ms: int) -> list[str]:
+        """The keys with partial rows in the window starting at ``window_start_ms``,
+        sorted (the index alone: one Query)."""
+        ...
+
+    def latest_window_start(self, pipeline: str, start_before_ms: int) -> int | None:
+        """The latest start of a window with partial rows, before ``start_before_ms``
+        (None: there is none). One read, however many windows there are."""
+        ...
+
     def write_finals(self, rows: Sequence[FinalRow], expires_at: int | None) -> list[FinalRow]:
         """Write each final row unless it exists; returns the rows as stored (a row that
         existed is returned as it was). ``expires_at``: epoch seconds, or None."""
@@ -137,6 +147,12 @@ class FinalStore(Protocol):
         self, pipeline: str, window_start_ms: int, aggregate: str
     ) -> list[tuple[str, float]] | None:
         """The stored top keys of a final window by ``aggregate`` (None: not stored)."""
+        ...
+
+    def read_top(
+        self, pipeline: str, window_start_ms: int, aggregate: str
+    ) -> tuple[list[tuple[str, float]], int] | None:
+        """:meth:`read_top_keys`, with how many keys the window has."""
         ...
 
     def expire_partials(self, rows: Sequence[StoredRow], expires_at: int) -> None:

@@ -55,6 +55,8 @@ def test_the_window_index_finds_every_partial_row_of_a_window(store: Store) -> N
     assert store.window_starts("p", 0, 100) == [0, 10]
     assert store.window_starts("p", 5, 10) == []
     assert store.window_starts("other", 0, 100) == []
+    assert store.window_keys("p", 0) == ["a", "b#1"]
+    assert store.window_keys("p", 5) == []
     found = store.window_rows("p", 0)
     assert sorted((r.key, r.shard_id) for r in found) == [
         ("a", "s-1"),
@@ -94,9 +96,21 @@ def test_sent_alerts_are_remembered(store: Store) -> None:
 
 
 def test_top_keys_round_trip(store: Store) -> None:
-    store.write_top_keys("p", 0, 10, {"n": [("a", 3), ("b", 1.5)]}, 2, None)
+    store.write_top_keys("p", 0, 10, {"n": [("a", 3), ("b", 1.5)]}, 7, None)
     assert store.read_top_keys("p", 0, "n") == [("a", 3), ("b", 1.5)]
     assert store.read_top_keys("p", 0, "other") is None
+    assert store.read_top("p", 0, "n") == ([("a", 3), ("b", 1.5)], 7)
+    assert store.read_top("p", 10, "n") is None
+
+
+def test_the_latest_window_is_one_read_away(store: Store) -> None:
+    assert store.latest_window_start("p", 10**13) is None
+    store.write_rows([row("a", 0, "s-1"), row("b", 20, "s-1"), row("a", 40, "s-2")])
+    assert store.latest_window_start("p", 10**13) == 40
+    assert store.latest_window_start("p", 40) == 20
+    assert store.latest_window_start("p", 21) == 20
+    assert store.latest_window_start("p", 0) is None
+    assert store.latest_window_start("other", 10**13) is None
 
 
 def test_the_finalizer_gives_the_same_final_rows_on_every_store(store: Store) -> None:
