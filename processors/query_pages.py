@@ -117,10 +117,11 @@ def check_range(
 
 
 def _duration(ms: int) -> str:
+    """``7d``, ``90m``, ``1.5h``: the largest unit that fits, at most one decimal."""
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms >= size and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms / 1000:g}s"
+        if ms >= size:
+            return f"{ms / size:,.1f}".removesuffix(".0") + unit
+    return f"{ms}ms"
 
 
 def query_page(

@@ -243,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=positive_float, default=40.0, help="events per second (default 40)"
     )
+    demo.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8081,
+        help="port of the live dashboard on 127.0.0.1 (default 8081, or any free one if "
+        "taken; 0: any free)",
+    )
+    demo.add_argument("--no-dashboard", action="store_true", help="no dashboard, only the table")
 
     # `shardflow ingest` (shardflow/ingest.py): HTTP events into Kinesis.
     ingest = commands.add_parser("ingest", help="HTTP endpoint that sends events into Kinesis")
@@ -259,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="event_id",
         metavar="FIELD",
         help="event field used as partition key (default event_id)",
+    )
+
+    # `shardflow serve` (shardflow/serve.py): the query API and the dashboard.
+    serve = commands.add_parser(
+        "serve", help="read-only HTTP API over the aggregates, and the live dashboard"
+    )
+    serve.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="default: all")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8081, help="port (default 8081; 0: any free)")
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require Authorization: Bearer <the file's first line> on /api/ "
+        "(or set SHARDFLOW_SERVE_TOKEN)",
     )
     return parser
 
@@ -510,7 +532,24 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from shardflow.demo import run_demo  # noqa: PLC0415 (the demo's imports are heavier)
 
-    return run_demo(settings, args.duration, args.shards, args.rate, _stop_on_signals())
+    port = None if args.no_dashboard else args.dashboard_port
+    return run_demo(settings, args.duration, args.shards, args.rate, _stop_on_signals(), port)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Starlette and uvicorn load for this command only.
+    from shardflow.serve import run_serve  # noqa: PLC0415
+    from shardflow.serve_setup import BadToken, read_token, readers_for  # noqa: PLC0415
+
+    names = args.pipelines or list(PIPELINES)
+    pipelines = [get_pipeline(name) for name in names]  # unknown names exit 2
+    try:
+        token = read_token(args.token_file, os.environ)
+    except BadToken as exc:
+        print(f"shardflow serve: {exc}", file=sys.stderr)
+        return 2
+    readers = readers_for(make_clients(settings), settings, pipelines)
+    return run_serve(readers, args.host, args.port, token, verbose=args.verbose)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -545,6 +584,7 @@ COMMANDS = {
     "dead-letters": cmd_dead_letters,
     "demo": cmd_demo,
     "ingest": cmd_ingest,
+    "serve": cmd_serve,
 }
 
 EXPECTED_ERRORS = (

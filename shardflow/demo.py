@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
@@ -24,9 +24,17 @@ from streams.clients import make_clients
 from streams.kinesis_producer import KinesisProducer
 from streams.runner import EmbeddedRunner, RunnerOptions
 
+if TYPE_CHECKING:
+    from shardflow.serve import BackgroundServer
+
 log = logging.getLogger("shardflow.demo")
 
 VIEW_WINDOW_MS = 180_000
+DASHBOARD_PORT = 8081
+
+
+def _url(server: BackgroundServer | None) -> str | None:
+    return None if server is None else server.url
 
 
 def _now_ms() -> int:
@@ -87,6 +95,7 @@ def _view(
     runner: EmbeddedRunner,
     produced: ProduceReport,
     started: float,
+    dashboard: str | None = None,
 ) -> str:
     results = query_windows(store, PAGE_VIEWS, since_ms=_now_ms() - VIEW_WINDOW_MS)
     stats = runner.stats
@@ -97,7 +106,8 @@ def _view(
         f"shards {stats.shards}  {_endpoints(settings)}"
     )
     table = render_table(_latest_per_key(results), PAGE_VIEWS.aggregate_names)
-    return f"{header}\n\n{table}\n\nCtrl-C stops every part cleanly."
+    where = f"dashboard: {dashboard}/   " if dashboard else ""
+    return f"{header}\n\n{table}\n\n{where}Ctrl-C stops every part cleanly."
 
 
 def _drain(runner: EmbeddedRunner, produced: ProduceReport, thread: threading.Thread) -> None:
@@ -113,7 +123,12 @@ def _drain(runner: EmbeddedRunner, produced: ProduceReport, thread: threading.Th
 
 
 def run_demo(
-    settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
+    settings: Settings,
+    duration: float | None,
+    shards: int,
+    rate: float,
+    stop: threading.Event,
+    dashboard_port: int | None = DASHBOARD_PORT,
 ) -> int:
     emulator: EmulatorProcess | None = None
     if needs_embedded_emulator(settings):
@@ -124,14 +139,30 @@ def run_demo(
         emulator.start()
         settings = on_embedded_emulator(settings, emulator.url)
     try:
-        return _run(settings, duration, shards, rate, stop)
+        return _run(settings, duration, shards, rate, stop, dashboard_port)
     finally:
         if emulator is not None:
             emulator.stop()
 
 
+def _start_dashboard(store: DynamoPartialStore, port: int) -> BackgroundServer:
+    """``shardflow serve`` for page-views in this process, on 127.0.0.1."""
+    from shardflow.serve import BackgroundServer, make_app, open_socket  # noqa: PLC0415
+    from shardflow.serve_api import PipelineReader  # noqa: PLC0415
+
+    app = make_app({PAGE_VIEWS.name: PipelineReader(PAGE_VIEWS, store)})
+    server = BackgroundServer(app, open_socket("127.0.0.1", port))
+    server.start()
+    return server
+
+
 def _run(
-    settings: Settings, duration: float | None, shards: int, rate: float, stop: threading.Event
+    settings: Settings,
+    duration: float | None,
+    shards: int,
+    rate: float,
+    stop: threading.Event,
+    dashboard_port: int | None = None,
 ) -> int:
     clients = make_clients(settings)
     report = ensure_for(clients, settings, shards, [PAGE_VIEWS])
@@ -160,7 +191,11 @@ def _run(
     producer_thread = _Thread("producer", send, stop)
     runner_thread = _Thread("runner", lambda: runner.run(runner_stop), stop)
     view_store = make_store(clients, settings)  # one store (and thread pool) for every view
+    dashboard = None
     try:
+        if dashboard_port is not None:
+            dashboard = _start_dashboard(view_store, dashboard_port)
+            print(f"dashboard: open {dashboard.url}/ in a browser", flush=True)
         producer_thread.start()
         runner_thread.start()
 
@@ -171,7 +206,7 @@ def _run(
             if duration is not None and time.monotonic() - started >= duration:
                 stop.set()
                 break
-            view = _view(view_store, settings, runner, produced, started)
+            view = _view(view_store, settings, runner, produced, started, _url(dashboard))
             if interactive:
                 print("\x1b[H\x1b[2J" + view, flush=True)
             else:
@@ -182,6 +217,8 @@ def _run(
         runner_thread.join(timeout=60)
         print(_view(view_store, settings, runner, produced, started), flush=True)
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         view_store.close()
     failed = [t for t in (producer_thread, runner_thread) if t.error is not None]
     for thread in failed:

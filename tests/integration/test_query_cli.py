@@ -12,14 +12,12 @@ import itertools
 import json
 import subprocess
 import time
-from typing import Any
 
 import pytest
 
-from processors.pipelines.page_views import PAGE_VIEWS
-from processors.sinks.dynamodb_store import DynamoPartialStore
 from tests.conftest import AwsEnv
-from tests.contract.test_query_reads import PAGES, T0, events
+from tests.contract.test_query_reads import PAGES
+from tests.integration.served import load_recent, shifted
 from tests.store_loader import StoreLoader
 
 pytestmark = pytest.mark.emulator
@@ -35,22 +33,10 @@ def shardflow(aws: AwsEnv, *args: str, code: int = 0) -> subprocess.CompletedPro
     return done
 
 
-def shifted(shard: int, minute: int, t0: int) -> list[dict[str, Any]]:
-    """:func:`events` moved to start at ``t0``."""
-    return [{**event, "ts": event["ts"] - T0 + t0} for event in events(shard, minute)]
-
-
 @pytest.fixture
 def loaded(aws: AwsEnv) -> tuple[AwsEnv, int, StoreLoader]:
     """Ten minutes of page views on three shards, the last minute ending 2 minutes ago."""
-    now = int(time.time() * 1000)
-    t0 = now - now % MINUTE - 12 * MINUTE
-    store = DynamoPartialStore(aws.clients.dynamodb, aws.settings.table)
-    loader = StoreLoader(PAGE_VIEWS, store, 3)
-    for minute in range(10):
-        for shard in range(3):
-            loader.send(shard, shifted(shard, minute, t0))
-    loader.finalize()
+    t0, loader = load_recent(aws)
     return aws, t0, loader
 
 

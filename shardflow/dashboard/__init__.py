@@ -1,0 +1,1 @@
+"""The dashboard ``shardflow serve`` serves at ``/``: static files, no build step."""
