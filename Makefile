@@ -16,7 +16,11 @@ KINESIS_LOCAL_DIR := .cache/kinesis-local
 KINESIS_LOCAL_LOCK := tests/kinesis-local/package.json tests/kinesis-local/package-lock.json
 KINESIS_LOCAL := $(KINESIS_LOCAL_DIR)/.installed-$(KINESIS_LOCAL_VERSION)
 
-.PHONY: install kinesis-local demo test test-kinesis-local test-kcl lint typecheck unit bench clean
+# Chromium for the dashboard's browser tests: Debian's package (Playwright drives it; it
+# never downloads a browser of its own). Installed with apt-get when missing and root.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install kinesis-local browser demo test test-kinesis-local test-kcl lint typecheck unit bench clean
 
 install: $(STAMP)
 
@@ -38,6 +42,17 @@ $(KINESIS_LOCAL): $(KINESIS_LOCAL_LOCK) | $(STAMP)
 	SHARDFLOW_KINESIS_LOCAL_DIR=$(KINESIS_LOCAL_DIR) $(BIN)/python -m shardflow.kinesis_local --check
 	touch $@
 
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing Debian's chromium for the dashboard's browser tests"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else \
+	        echo "make: the dashboard's browser tests need Chromium at $(CHROMIUM): install Debian's chromium package (sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/shardflow demo $(if $(DURATION),--duration $(DURATION))
 
@@ -48,8 +63,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck $(KINESIS_LOCAL)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint typecheck $(KINESIS_LOCAL) browser
+	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 # The kinesis-local tier alone (resharding, and whatever else needs real shard ends).
 test-kinesis-local: $(KINESIS_LOCAL)
@@ -70,4 +85,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.producer
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info test-artifacts

@@ -331,6 +331,15 @@ function stopLive() {
   state.timer = null;
 }
 
+window.addEventListener("hashchange", () => {
+  const token = tokenFromHash();
+  if (token && token !== state.token) {
+    state.token = token;
+    $("token-form").hidden = true;
+    start();
+  }
+});
+
 async function start() {
   state.token = tokenFromHash();
   $("token-form").addEventListener("submit", (event) => {
