@@ -15,7 +15,7 @@ from typing import Any
 from processors.pipeline import Pipeline
 from processors.sinks.ports import PartialStore
 from processors.windowing.engine import ShardProgress
-from processors.windowing.finals import FinalRow, final_result
+from processors.windowing.finals import FinalRow, stored_result
 from processors.windowing.results import WindowResult, final_frontier, merge_rows
 from processors.windowing.rows import StoredRow
 from processors.windowing.windows import SessionWindows
@@ -92,7 +92,7 @@ def window_results(
     through = store.finalized_through(pipeline.name) if finals else None
     if finals and through is not None and window_start_ms < through:
         # Behind the finalizer's cursor every key of the window has its final row.
-        return sorted((final_result(pipeline, row) for row in finals), key=lambda r: r.key)
+        return sorted((stored_result(pipeline, row) for row in finals), key=lambda r: r.key)
     rows = store.window_rows(pipeline.name, window_start_ms)
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
 
@@ -141,8 +141,17 @@ def starting_between(
     """Windows (not sessions) of one key starting in ``[start_from_ms, start_before_ms)``:
     a Query on its partial rows and one on its final rows."""
     read_finals = getattr(store, "read_finals", None)
-    rows = store.read_rows(pipeline.name, key, start_from_ms, start_before_ms)
-    finals = read_finals(pipeline.name, key, start_from_ms, start_before_ms) if read_finals else []
+    if read_finals is None:
+        rows = store.read_rows(pipeline.name, key, start_from_ms, start_before_ms)
+        return merge_rows(pipeline, rows, shards)
+    # Windows starting before the finalizer's cursor all have final rows: their partial
+    # rows are not read (nor merged) at all.
+    through = store.finalized_through(pipeline.name)  # type: ignore[attr-defined]
+    partial_from = start_from_ms
+    if through is not None:
+        partial_from = max(through, start_from_ms or 0)
+    rows = store.read_rows(pipeline.name, key, partial_from, start_before_ms)
+    finals = read_finals(pipeline.name, key, start_from_ms, start_before_ms)
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
 
 
@@ -175,7 +184,7 @@ def _with_finals(
     partial session of its key that it overlaps (some of its buckets may be gone)."""
     if not finals:
         return merged
-    final_results = [final_result(pipeline, row) for row in finals]
+    final_results = [stored_result(pipeline, row) for row in finals]
     if sessions:
         by_key: dict[str, list[WindowResult]] = {}
         for result in final_results:

@@ -72,6 +72,25 @@ def final_result(pipeline: Pipeline[Any], row: FinalRow) -> WindowResult:
     )
 
 
+def stored_result(pipeline: Pipeline[Any], row: FinalRow) -> WindowResult:
+    """:func:`final_result` from the values stored beside the states (computed from them
+    when the row was written), without decoding the states: what queries read. The copy
+    holds NaN and infinities as None; a row written before an aggregate was added (its
+    values lack it) is decoded instead, so the new aggregate reads as initial."""
+    names = pipeline.aggregate_names
+    stored = row.values
+    if not all(name in stored for name in names):
+        return final_result(pipeline, row)
+    return WindowResult(
+        row.pipeline,
+        row.key,
+        Window(row.window_start_ms, row.window_end_ms),
+        True,
+        {name: stored[name] for name in names},
+        row.shards,
+    )
+
+
 @dataclass(frozen=True)
 class FinalStep:
     """What one finalizer step writes, in order: ``finals``, then the cursor moves to

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from processors.direct_load import StoreLoader
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
 from processors.query_pages import iter_pages
@@ -20,7 +21,6 @@ from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.memory import MemoryFinalStore
 from processors.top_query import top_keys
 from tests.conftest import Emulator, make_aws_env
-from tests.store_loader import StoreLoader
 
 MINUTE = 60_000
 T0 = 1_795_000_020_000 - 1_795_000_020_000 % MINUTE

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
+from processors.direct_load import StoreLoader
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from tests.conftest import AwsEnv
 from tests.contract.test_query_reads import T0, events
-from tests.store_loader import StoreLoader
 
 MINUTE = 60_000
 

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
+from processors.direct_load import StoreLoader
 from tests.conftest import AwsEnv
 from tests.contract.test_query_reads import PAGES
 from tests.integration.served import load_recent, shifted
-from tests.store_loader import StoreLoader
 
 pytestmark = pytest.mark.emulator
 

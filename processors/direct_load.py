@@ -1,5 +1,10 @@
-"""Writing a pipeline's partial rows into a store as shard runners would, without Kinesis:
-for tests of what reads them (queries, top keys, the HTTP API, the dashboard)."""
+"""Events applied to a store the way shard runners apply them, without Kinesis: shard
+engines flushing in the invariant's order (intent, rows, progress), then the finalizer.
+
+For what reads results and needs many of them quickly and exactly: the tests of queries,
+top keys, the HTTP API and the dashboard, and the query benchmark. Pure: the store is
+passed in (in memory, or DynamoDB).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from processors.sinks.memory import MemoryAlertSink
 from processors.windowing.engine import ShardEngine
 from processors.windowing.records import Position, Record
 
-STREAM = "stream"
+STREAM = "direct-load"
 
 
 class StoreLoader:

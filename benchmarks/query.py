@@ -1,0 +1,210 @@
+"""``make bench`` (part 5): how long queries take, on the embedded emulator (moto in a
+process of its own), through the library and through ``shardflow serve`` over HTTP.
+
+Two data sets, as issue 7 asks:
+
+- one key (``/home``) with 24 hours of one-minute page-views windows from two shards
+  (1,440 windows; all final but the last, as they are a day later);
+- one minute with ``--keys`` keys (10,000 by default) from one shard, finalized (its top
+  keys stored), and the minute after it, still open, with as many keys.
+
+Measured, each ``--repeat`` times (min / median / max, milliseconds):
+
+- one key over 24 h: ``query_windows`` and ``GET /api/v1/pipelines/page-views/windows``;
+- the top 10 keys of the final window (one stored item) and of the open window (ranked on
+  read from every key's row, through the window index), in the library and over HTTP.
+
+Absolute figures from an emulator are a rough guide (moto is slower than DynamoDB, and
+shares this machine); what the comparison shows is what each query reads.
+
+    python -m benchmarks.query [--keys N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from processors.direct_load import StoreLoader
+from processors.pipelines.page_views import PAGE_VIEWS
+from processors.query import query_windows
+from processors.sinks.dynamodb_store import DynamoPartialStore
+from processors.top_query import top_keys
+from shardflow.emulator import EMULATOR_CREDENTIALS, EMULATOR_ENV, EmulatorProcess
+from shardflow.resources import ResourceNames, ResourceReport, ensure_table
+from shardflow.settings import Settings
+from streams.clients import make_clients
+
+MINUTE = 60_000
+DAY_START = 1_795_737_600_000  # 2026-11-27T00:00:00Z
+
+
+def view(ts: int, page: str, n: int) -> dict[str, Any]:
+    return {
+        "event_id": f"{page}-{ts}-{n}",
+        "ts": ts,
+        "page": page,
+        "user_id": f"u{n % 50}",
+        "latency_ms": 10.0 + n % 90,
+        "value": 1.25,
+    }
+
+
+def load_day(store: Any) -> None:
+    """/home: 1,440 one-minute windows, three views a minute from each of two shards."""
+    loader = StoreLoader(PAGE_VIEWS, store, 2)
+    for shard in range(2):
+        events = [
+            view(DAY_START + minute * MINUTE + 1000 * n, "/home", n)
+            for minute in range(1440)
+            for n in range(3)
+        ]
+        for offset in range(0, len(events), 1500):
+            loader.send(shard, events[offset : offset + 1500])
+    loader.finalize()
+
+
+def load_wide(store: Any, keys: int, start: int) -> None:
+    """``keys`` keys in the minute at ``start`` (finalized) and in the next (open)."""
+    loader = StoreLoader(PAGE_VIEWS, store, 1)
+    for minute in (0, 1):
+        # Key n gets 1 + n % 5 views, so that there is something to rank.
+        events = [
+            view(start + minute * MINUTE + (n + copy) % 40_000, f"/item/{n:05d}", n)
+            for n in range(keys)
+            for copy in range(1 + n % 5)
+        ]
+        for offset in range(0, len(events), 2000):
+            loader.send(0, events[offset : offset + 2000])
+    # Late in the second minute: the watermark passes the first minute's end, not the second's.
+    loader.send(0, [view(start + MINUTE + 55_000, "/item/00000", keys)])
+    loader.finalize()
+
+
+def timed(work: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    work()  # warm: connections, caches
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = work()
+        times.append((time.perf_counter() - started) * 1000)
+    return times, result
+
+
+def line(name: str, times: list[float], note: str) -> str:
+    return (
+        f"  {name:<44} {min(times):8.1f} {statistics.median(times):8.1f} {max(times):8.1f}   {note}"
+    )
+
+
+@contextmanager
+def served(url: str, table: str) -> Iterator[str]:
+    """``shardflow serve`` on a free port, against the emulator at ``url``."""
+    env = {**EMULATOR_ENV, "AWS_ENDPOINT_URL": url, "SHARDFLOW_TABLE": table}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shardflow", "serve", "page-views", "--port", "0"],
+        env={**__import__("os").environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        if "listening on" not in first:
+            raise RuntimeError(f"shardflow serve did not start: {first!r}")
+        yield first.split("listening on ")[1].strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        body: bytes = response.read()
+        return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=10_000, help="keys in the wide window")
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs of each query")
+    args = parser.parse_args(argv)
+
+    emulator = EmulatorProcess()
+    emulator.start()
+    try:
+        settings = replace(
+            Settings.from_env(),
+            endpoint_url=emulator.url,
+            static_credentials=EMULATOR_CREDENTIALS,
+            region="us-east-1",
+        )
+        clients = make_clients(settings)
+        names = ResourceNames("unused", "bench-queries", "unused", "unused", ())
+        ensure_table(clients.dynamodb, names, ResourceReport())
+        store = DynamoPartialStore(clients.dynamodb, names.table)
+        started = time.perf_counter()
+        load_day(store)
+        wide_start = DAY_START + 2 * 86_400_000
+        load_wide(store, args.keys, wide_start)
+        print(
+            f"loaded 1,440 windows of one key and 2 x {args.keys:,} keys in "
+            f"{time.perf_counter() - started:.0f}s; {args.repeat} timed runs each, ms:"
+        )
+        print(f"  {'query':<44} {'min':>8} {'median':>8} {'max':>8}")
+        since, until = DAY_START, DAY_START + 1440 * MINUTE
+        day, results = timed(
+            lambda: query_windows(store, PAGE_VIEWS, "/home", since, until), args.repeat
+        )
+        finals = sum(r.final for r in results)
+        print(line("one key, 24 h (library)", day, f"{len(results)} windows, {finals} final"))
+        final_top, ranked = timed(
+            lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start), args.repeat
+        )
+        assert ranked is not None and ranked.final and ranked.keys == args.keys
+        print(
+            line(f"top 10 of {args.keys:,} keys, final window (library)", final_top, "stored item")
+        )
+        open_top, ranked = timed(
+            lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start + MINUTE), args.repeat
+        )
+        assert ranked is not None and not ranked.final and ranked.keys == args.keys
+        print(
+            line(f"top 10 of {args.keys:,} keys, open window (library)", open_top, "ranked on read")
+        )
+        with served(emulator.url, names.table) as url:
+            api = f"{url}/api/v1/pipelines/page-views"
+            http_day, _ = timed(
+                lambda: fetch(f"{api}/windows?key=/home&since={since}&until={until}&limit=10000"),
+                args.repeat,
+            )
+            print(line("one key, 24 h (HTTP)", http_day, "GET .../windows?key=/home"))
+            http_top, _ = timed(
+                lambda: fetch(f"{api}/top?by=views&window={wide_start}"), args.repeat
+            )
+            print(
+                line(f"top 10 of {args.keys:,} keys, final window (HTTP)", http_top, "GET .../top")
+            )
+            http_open, _ = timed(
+                lambda: fetch(f"{api}/top?by=views&window={wide_start + MINUTE}"), args.repeat
+            )
+            print(
+                line(f"top 10 of {args.keys:,} keys, open window (HTTP)", http_open, "GET .../top")
+            )
+        store.close()
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
