@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.replay
 	$(BIN)/python -m benchmarks.memory
 	$(BIN)/python -m benchmarks.producer
+	$(BIN)/python -m benchmarks.query
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info test-artifacts
