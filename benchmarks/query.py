@@ -135,7 +135,9 @@ def fetch(url: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keys", type=int, default=10_000, help="keys in the wide window")
+    parser.add_argument(
+        "--keys", type=int, default=10_000, help="keys in the wide window (0: one key only)"
+    )
     parser.add_argument("--repeat", type=int, default=15, help="timed runs of each query")
     args = parser.parse_args(argv)
 
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         load_day(store)
         wide_start = DAY_START + 2 * 86_400_000
-        load_wide(store, args.keys, wide_start)
+        if args.keys:
+            load_wide(store, args.keys, wide_start)
         print(
             f"loaded 1,440 windows of one key and 2 x {args.keys:,} keys in "
             f"{time.perf_counter() - started:.0f}s; {args.repeat} timed runs each, ms:"
@@ -167,6 +170,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         finals = sum(r.final for r in results)
         print(line("one key, 24 h (library)", day, f"{len(results)} windows, {finals} final"))
+        # What leaving the states out saves: the same Query of the 1,440 final rows.
+        received = [0]
+
+        def count(http_response: Any, **kwargs: Any) -> None:
+            received[0] += len(http_response.content)
+
+        clients.dynamodb.meta.events.register("after-call.dynamodb.Query", count)
+        for with_states in (True, False):
+            received[0] = 0
+            read, rows = timed(
+                lambda states=with_states: store.read_finals(  # type: ignore[misc]
+                    "page-views", "/home", since, until, states
+                ),
+                args.repeat,
+            )
+            kib = received[0] / (args.repeat + 1) / 1024
+            what = "with states" if with_states else "values only (as queries read)"
+            print(line(f"  its final rows, {what}", read, f"{len(rows)} rows, {kib:,.0f} KiB"))
+        clients.dynamodb.meta.events.unregister("after-call.dynamodb.Query", count)
+        if args.keys == 0:
+            return 0
         final_top, ranked = timed(
             lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start), args.repeat
         )

@@ -88,7 +88,7 @@ def window_results(
     window = pipeline.windows.window_starting(window_start_ms)
     finals: list[FinalRow] = []
     if frontier is not None and window.end_ms <= frontier:
-        finals = store.read_finals(pipeline.name, None, window_start_ms, window_start_ms + 1)
+        finals = read_final_values(store, pipeline, None, window_start_ms, window_start_ms + 1)
     through = store.finalized_through(pipeline.name) if finals else None
     if finals and through is not None and window_start_ms < through:
         # Behind the finalizer's cursor every key of the window has its final row.
@@ -151,8 +151,29 @@ def starting_between(
     if through is not None:
         partial_from = max(through, start_from_ms or 0)
     rows = store.read_rows(pipeline.name, key, partial_from, start_before_ms)
-    finals = read_finals(pipeline.name, key, start_from_ms, start_before_ms)
+    finals = read_final_values(store, pipeline, key, start_from_ms, start_before_ms)
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
+
+
+def read_final_values(
+    store: Any,
+    pipeline: Pipeline[Any],
+    key: str | None,
+    start_from_ms: int | None,
+    start_before_ms: int | None,
+) -> list[FinalRow]:
+    """Final rows as queries need them: their values, not their states, except for rows
+    whose values lack an aggregate (written before it was added), read again whole so that
+    :func:`stored_result` can decode them."""
+    rows: list[FinalRow] = store.read_finals(
+        pipeline.name, key, start_from_ms, start_before_ms, with_states=False
+    )
+    names = pipeline.aggregate_names
+    for index, row in enumerate(rows):
+        if not all(name in row.values for name in names):
+            (whole,) = store.read_finals(pipeline.name, row.key, row.sort_ms, row.sort_ms + 1)
+            rows[index] = whole
+    return rows
 
 
 def sessions_of_keys(

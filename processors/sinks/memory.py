@@ -207,10 +207,11 @@ class MemoryFinalStore(MemoryPartialStore):
         key: str | None = None,
         start_from_ms: int | None = None,
         start_before_ms: int | None = None,
+        with_states: bool = True,
     ) -> list[FinalRow]:
         with self._lock:
             return [
-                row
+                row if with_states else replace(row, state=b"")
                 for (name, row_key, start), row in sorted(self.finals.items())
                 if name == pipeline
                 and (key is None or row_key == key)

@@ -165,9 +165,11 @@ class FinalStore(Protocol):
         key: str | None = None,
         start_from_ms: int | None = None,
         start_before_ms: int | None = None,
+        with_states: bool = True,
     ) -> list[FinalRow]:
         """Final rows of ``pipeline`` (of one key, if given) whose window start lies in
-        ``[start_from_ms, start_before_ms)``."""
+        ``[start_from_ms, start_before_ms)``. ``with_states=False`` may leave out the
+        merged states (``state`` empty): what a reader of the values needs."""
         ...
 
     def unsent_alerts(self, pipeline: str, alert_ids: Sequence[str]) -> set[str]:

@@ -9,17 +9,20 @@ Both stores answer alike, and DynamoDB answers without a single Scan.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from processors.direct_load import StoreLoader
+from processors.pipeline import AggregateSpec, Sinks
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
 from processors.query_pages import iter_pages
 from processors.sinks.dynamodb_store import DynamoPartialStore
 from processors.sinks.memory import MemoryFinalStore
 from processors.top_query import top_keys
+from processors.windowing.aggregators import Count
 from tests.conftest import Emulator, make_aws_env
 
 MINUTE = 60_000
@@ -111,3 +114,21 @@ def test_top_keys_of_a_final_and_of_an_open_window(store: Any) -> None:
     everything = top_keys(store, PAGE_VIEWS, "views", 1000, T0)
     assert everything is not None and len(everything.top) == 12
     assert top_keys(store, PAGE_VIEWS, "views", 3, T0 + 60 * MINUTE) is None
+
+
+def test_final_rows_are_read_without_their_states_unless_an_aggregate_is_missing(
+    store: Any,
+) -> None:
+    """Queries read a final row's stored values; a row written before the pipeline gained
+    an aggregate has no value for it, so it is read whole and its states decoded: the new
+    aggregate reads as initial (a sum of nothing: 0)."""
+    before = replace(PAGE_VIEWS, aggregates=(AggregateSpec("views", Count()),), sinks=Sinks())
+    loader = StoreLoader(before, store, 1)
+    loader.send(0, events(0, 0) + events(0, 2))
+    loader.finalize()
+    assert all(row.state == b"" for row in store.read_finals("page-views", with_states=False))
+    forbid_scans(store)
+    (old,) = query_windows(store, PAGE_VIEWS, "/p01", T0, T0 + MINUTE)
+    assert old.final
+    assert old.values["views"] == 2 and old.values["revenue"] == 0
+    assert old.values["unique_users"] == 0 and old.values["latency_p99"] is None
