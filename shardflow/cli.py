@@ -301,13 +301,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(
+    message: str | None = "stopping: finishing the current flush (press Ctrl-C again to abort)",
+) -> threading.Event:
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        log.info("stopping: finishing the current flush (press Ctrl-C again to abort)")
+        if message:
+            log.info(message)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -472,7 +475,7 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = get_pipeline(args.pipeline)
     store = make_store(make_clients(settings), settings, pipeline)
-    stop = _stop_on_signals() if args.follow else threading.Event()
+    stop = _stop_on_signals(None) if args.follow else threading.Event()
     return query_command.run_query(args, store, pipeline, stop)
 
 

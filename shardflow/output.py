@@ -90,8 +90,12 @@ def render_table(results: Sequence[WindowResult], columns: Sequence[str]) -> str
     return "\n".join(lines)
 
 
-def table_lines(results: Sequence[WindowResult], columns: Sequence[str]) -> list[str]:
-    """:func:`render_table`'s lines: the header, a rule, then one line per result."""
+def table_lines(
+    results: Sequence[WindowResult], columns: Sequence[str], min_widths: list[int] | None = None
+) -> list[str]:
+    """:func:`render_table`'s lines: the header, a rule, then one line per result. With
+    ``min_widths``, columns are at least that wide, and the list is updated to the widths
+    used (so that later lines of a live view line up with earlier ones)."""
     header = ["key", "window_start", "window_end", "final", *columns]
     rows = [
         [
@@ -107,6 +111,11 @@ def table_lines(results: Sequence[WindowResult], columns: Sequence[str]) -> list
         max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
         for i, h in enumerate(header)
     ]
+    if min_widths is not None:
+        if not min_widths:
+            min_widths.extend(widths)
+        widths = [max(a, b) for a, b in zip(widths, min_widths, strict=True)]
+        min_widths[:] = widths
     numeric = [False] * 4 + [all(_is_number(r.values[c]) for r in results) for c in columns]
 
     def line(cells: Sequence[str]) -> str:

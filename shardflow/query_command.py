@@ -27,6 +27,7 @@ from shardflow.output import FORMATS, csv_lines, render, result_dict, table_line
 from shardflow.times import UNITS_MS, now_ms
 
 FOLLOW_DEFAULT_SINCE_MS = 15 * UNITS_MS["m"]
+FOLLOW_NUMBER_WIDTH = 10
 
 
 def add_arguments(
@@ -165,6 +166,8 @@ def follow(
     since = clock() - FOLLOW_DEFAULT_SINCE_MS if since_ms is None else since_ms
     shown: dict[tuple[str, int], tuple[bool, dict[str, Any]]] = {}
     header_done = False
+    # Room for numbers to grow as windows fill, so that later lines stay aligned.
+    widths = [0, 20, 20, 5, *(max(len(name), FOLLOW_NUMBER_WIDTH) for name in columns)]
     while True:
         # Read before the windows: every window ending by it is final in what follows.
         progress = store.read_progress(pipeline.name)
@@ -185,7 +188,7 @@ def follow(
                 lines = list(csv_lines(changed, columns))
                 out.writelines(lines if not header_done else lines[1:])
             else:
-                lines = table_lines(changed, columns)
+                lines = table_lines(changed, columns, widths)
                 out.write("\n".join(lines if not header_done else lines[2:]) + "\n")
             header_done = True
             out.flush()
