@@ -8,14 +8,17 @@ Two data sets, as issue 7 asks:
 - one minute with ``--keys`` keys (10,000 by default) from one shard, finalized (its top
   keys stored), and the minute after it, still open, with as many keys.
 
-Measured, each ``--repeat`` times (min / median / max, milliseconds):
+Measured, each ``--repeat`` times (min / median / max, milliseconds), on the same data in
+the in-memory store (shardflow's own share of the time) and in DynamoDB on the emulator:
 
-- one key over 24 h: ``query_windows`` and ``GET /api/v1/pipelines/page-views/windows``;
+- one key over 24 h: ``query_windows``, and ``GET /api/v1/pipelines/page-views/windows``;
 - the top 10 keys of the final window (one stored item) and of the open window (ranked on
-  read from every key's row, through the window index), in the library and over HTTP.
+  read from every key's row, through the window index), in the library and over HTTP;
+- the bytes DynamoDB sends for one key's final rows with and without their states.
 
-Absolute figures from an emulator are a rough guide (moto is slower than DynamoDB, and
-shares this machine); what the comparison shows is what each query reads.
+Absolute figures from an emulator are a rough guide (moto spends about a millisecond on
+each item it returns, far more than DynamoDB, and shares this machine); what the
+comparison shows is what each query reads and where the time goes.
 
     python -m benchmarks.query [--keys N] [--repeat R]
 """
@@ -37,6 +40,7 @@ from processors.direct_load import StoreLoader
 from processors.pipelines.page_views import PAGE_VIEWS
 from processors.query import query_windows
 from processors.sinks.dynamodb_store import DynamoPartialStore
+from processors.sinks.memory import MemoryFinalStore
 from processors.top_query import top_keys
 from shardflow.emulator import EMULATOR_CREDENTIALS, EMULATOR_ENV, EmulatorProcess
 from shardflow.resources import ResourceNames, ResourceReport, ensure_table
@@ -45,6 +49,7 @@ from streams.clients import make_clients
 
 MINUTE = 60_000
 DAY_START = 1_795_737_600_000  # 2026-11-27T00:00:00Z
+WIDE_START = DAY_START + 2 * 86_400_000
 
 
 def view(ts: int, page: str, n: int) -> dict[str, Any]:
@@ -133,6 +138,71 @@ def fetch(url: str) -> bytes:
         return body
 
 
+def library_queries(store: Any, where: str, keys: int, repeat: int) -> None:
+    """The three queries through the library, on ``store``."""
+    since, until = DAY_START, DAY_START + 1440 * MINUTE
+    wide_start = WIDE_START
+    day, results = timed(lambda: query_windows(store, PAGE_VIEWS, "/home", since, until), repeat)
+    finals = sum(r.final for r in results)
+    print(line(f"one key, 24 h ({where})", day, f"{len(results)} windows, {finals} final"))
+    if not keys:
+        return
+    final_top, ranked = timed(lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start), repeat)
+    assert ranked is not None and ranked.final and ranked.keys == keys
+    print(line(f"top 10 of {keys:,} keys, final window ({where})", final_top, "stored item"))
+    open_top, ranked = timed(
+        lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start + MINUTE), repeat
+    )
+    assert ranked is not None and not ranked.final and ranked.keys == keys
+    print(line(f"top 10 of {keys:,} keys, open window ({where})", open_top, "ranked on read"))
+
+
+def state_bytes(clients: Any, store: DynamoPartialStore, repeat: int) -> None:
+    """What leaving the states out saves: the same Query of one key's final rows."""
+    since, until = DAY_START, DAY_START + 1440 * MINUTE
+    received = [0]
+
+    def count(http_response: Any, **kwargs: Any) -> None:
+        received[0] += len(http_response.content)
+
+    clients.dynamodb.meta.events.register("after-call.dynamodb.Query", count)
+    for with_states in (True, False):
+        received[0] = 0
+        read, rows = timed(
+            lambda states=with_states: store.read_finals(  # type: ignore[misc]
+                "page-views", "/home", since, until, states
+            ),
+            repeat,
+        )
+        kib = received[0] / (repeat + 1) / 1024
+        what = "with states" if with_states else "values only, as queries read"
+        print(line(f"  its final rows, {what}", read, f"{len(rows)} rows, {kib:,.0f} KiB"))
+    clients.dynamodb.meta.events.unregister("after-call.dynamodb.Query", count)
+
+
+def http_queries(url: str, keys: int, repeat: int) -> None:
+    api = f"{url}/api/v1/pipelines/page-views"
+    since, until = DAY_START, DAY_START + 1440 * MINUTE
+    day, _ = timed(
+        lambda: fetch(f"{api}/windows?key=/home&since={since}&until={until}&limit=10000"), repeat
+    )
+    print(line("one key, 24 h (HTTP)", day, "GET .../windows?key=/home"))
+    if not keys:
+        return
+    top, _ = timed(lambda: fetch(f"{api}/top?by=views&window={WIDE_START}"), repeat)
+    print(line(f"top 10 of {keys:,} keys, final window (HTTP)", top, "GET .../top"))
+    wide_open, _ = timed(lambda: fetch(f"{api}/top?by=views&window={WIDE_START + MINUTE}"), repeat)
+    print(line(f"top 10 of {keys:,} keys, open window (HTTP)", wide_open, "GET .../top"))
+
+
+def load(store: Any, keys: int) -> float:
+    started = time.perf_counter()
+    load_day(store)
+    if keys:
+        load_wide(store, keys, WIDE_START)
+    return time.perf_counter() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -141,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="timed runs of each query")
     args = parser.parse_args(argv)
 
+    memory = MemoryFinalStore()
+    loaded = load(memory, args.keys)
+    print(f"in memory: loaded in {loaded:.0f}s")
     emulator = EmulatorProcess()
     emulator.start()
     try:
@@ -154,76 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         names = ResourceNames("unused", "bench-queries", "unused", "unused", ())
         ensure_table(clients.dynamodb, names, ResourceReport())
         store = DynamoPartialStore(clients.dynamodb, names.table)
-        started = time.perf_counter()
-        load_day(store)
-        wide_start = DAY_START + 2 * 86_400_000
-        if args.keys:
-            load_wide(store, args.keys, wide_start)
+        loaded = load(store, args.keys)
         print(
-            f"loaded 1,440 windows of one key and 2 x {args.keys:,} keys in "
-            f"{time.perf_counter() - started:.0f}s; {args.repeat} timed runs each, ms:"
+            f"emulator: loaded 1,440 windows of one key and 2 x {args.keys:,} keys in "
+            f"{loaded:.0f}s; {args.repeat} timed runs of each query, ms:"
         )
-        print(f"  {'query':<44} {'min':>8} {'median':>8} {'max':>8}")
-        since, until = DAY_START, DAY_START + 1440 * MINUTE
-        day, results = timed(
-            lambda: query_windows(store, PAGE_VIEWS, "/home", since, until), args.repeat
-        )
-        finals = sum(r.final for r in results)
-        print(line("one key, 24 h (library)", day, f"{len(results)} windows, {finals} final"))
-        # What leaving the states out saves: the same Query of the 1,440 final rows.
-        received = [0]
-
-        def count(http_response: Any, **kwargs: Any) -> None:
-            received[0] += len(http_response.content)
-
-        clients.dynamodb.meta.events.register("after-call.dynamodb.Query", count)
-        for with_states in (True, False):
-            received[0] = 0
-            read, rows = timed(
-                lambda states=with_states: store.read_finals(  # type: ignore[misc]
-                    "page-views", "/home", since, until, states
-                ),
-                args.repeat,
-            )
-            kib = received[0] / (args.repeat + 1) / 1024
-            what = "with states" if with_states else "values only (as queries read)"
-            print(line(f"  its final rows, {what}", read, f"{len(rows)} rows, {kib:,.0f} KiB"))
-        clients.dynamodb.meta.events.unregister("after-call.dynamodb.Query", count)
-        if args.keys == 0:
-            return 0
-        final_top, ranked = timed(
-            lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start), args.repeat
-        )
-        assert ranked is not None and ranked.final and ranked.keys == args.keys
-        print(
-            line(f"top 10 of {args.keys:,} keys, final window (library)", final_top, "stored item")
-        )
-        open_top, ranked = timed(
-            lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start + MINUTE), args.repeat
-        )
-        assert ranked is not None and not ranked.final and ranked.keys == args.keys
-        print(
-            line(f"top 10 of {args.keys:,} keys, open window (library)", open_top, "ranked on read")
-        )
+        print(f"  {'query':<52} {'min':>8} {'median':>8} {'max':>8}")
+        library_queries(memory, "library, in memory", args.keys, args.repeat)
+        library_queries(store, "library, emulator", args.keys, args.repeat)
+        state_bytes(clients, store, args.repeat)
         with served(emulator.url, names.table) as url:
-            api = f"{url}/api/v1/pipelines/page-views"
-            http_day, _ = timed(
-                lambda: fetch(f"{api}/windows?key=/home&since={since}&until={until}&limit=10000"),
-                args.repeat,
-            )
-            print(line("one key, 24 h (HTTP)", http_day, "GET .../windows?key=/home"))
-            http_top, _ = timed(
-                lambda: fetch(f"{api}/top?by=views&window={wide_start}"), args.repeat
-            )
-            print(
-                line(f"top 10 of {args.keys:,} keys, final window (HTTP)", http_top, "GET .../top")
-            )
-            http_open, _ = timed(
-                lambda: fetch(f"{api}/top?by=views&window={wide_start + MINUTE}"), args.repeat
-            )
-            print(
-                line(f"top 10 of {args.keys:,} keys, open window (HTTP)", http_open, "GET .../top")
-            )
+            http_queries(url, args.keys, args.repeat)
         store.close()
     finally:
         emulator.stop()

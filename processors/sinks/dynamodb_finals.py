@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _BATCH_GET_LIMIT = 100
+_READERS = 4
+"""BatchGetItem calls of one read in flight at once."""
 _INDEX_CACHE_ENTRIES = 200_000
 """(window, key, shard) index entries this process remembers writing (about 30 MB at
 most); beyond it the oldest windows are forgotten first (their entries are written again
@@ -147,6 +149,7 @@ class DynamoFinals:
     _pool: ThreadPoolExecutor
 
     def _init_finals(self, result_ttl_s: Mapping[str, int]) -> None:
+        self._readers = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="ddb-reader")
         self._result_ttl_s = dict(result_ttl_s)
         self._index_lock = threading.Lock()
         self._indexed: dict[str, dict[int, set[tuple[str, str]]]] = {}
@@ -490,17 +493,19 @@ class DynamoFinals:
     ) -> list[dict[str, Any]]:
         """The items among ``keys`` that exist (strongly consistent; UnprocessedKeys are
         asked again with backoff), with ``projection`` (ProjectionExpression and its
-        names) if given."""
+        names) if given. Batches of 100 go out a few at a time, on a pool of their own
+        (so that a read never waits behind, or inside, the writers' pool)."""
         keys = list(keys)
-        found: list[dict[str, Any]] = []
-        for offset in range(0, len(keys), _BATCH_GET_LIMIT):
+        batches = [
+            keys[offset : offset + _BATCH_GET_LIMIT]
+            for offset in range(0, len(keys), _BATCH_GET_LIMIT)
+        ]
+
+        def get(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
             request: dict[str, Any] = {
-                self._table: {
-                    "Keys": keys[offset : offset + _BATCH_GET_LIMIT],
-                    "ConsistentRead": True,
-                    **(projection or {}),
-                }
+                self._table: {"Keys": batch, "ConsistentRead": True, **(projection or {})}
             }
+            found: list[dict[str, Any]] = []
             attempt = 0
             while request:
                 if attempt:
@@ -509,4 +514,8 @@ class DynamoFinals:
                 found.extend(response["Responses"].get(self._table, []))
                 request = response.get("UnprocessedKeys") or {}
                 attempt += 1
-        return found
+            return found
+
+        if len(batches) <= 1:
+            return get(batches[0]) if batches else []
+        return [item for found in self._readers.map(get, batches) for item in found]

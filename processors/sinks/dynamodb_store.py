@@ -95,6 +95,7 @@ class DynamoPartialStore(DynamoFinals):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
 
     # -- progress -------------------------------------------------------------------
 

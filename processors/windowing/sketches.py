@@ -183,7 +183,17 @@ class ApproxDistinct:
         empty = state.count(0)
         if empty == m:
             return 0
-        estimate = self._alpha * m * m / sum(2.0**-register for register in state)
+        # The harmonic sum over the registers, from how many hold each rank: a count in C
+        # per rank present, not a Python loop over every register (and, with fsum, the
+        # correctly rounded sum whatever the order).
+        terms, left, rank = [], m, 0
+        while left:
+            held = state.count(rank)
+            if held:
+                terms.append(held * 2.0**-rank)
+                left -= held
+            rank += 1
+        estimate = self._alpha * m * m / math.fsum(terms)
         if estimate <= 2.5 * m and empty:
             estimate = m * math.log(m / empty)  # linear counting
         return round(estimate)

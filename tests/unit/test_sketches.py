@@ -160,3 +160,31 @@ def test_the_stored_distinct_sketch_lists_exactly_the_set_registers(ranks: list[
     else:
         assert "dense" in stored
     assert sketch.from_stored(orjson.loads(orjson.dumps(stored))) == state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    precision=st.sampled_from([4, 6, 12]),
+    ranks=st.lists(st.integers(0, 53), min_size=0, max_size=300),
+    data=st.data(),
+)
+def test_the_distinct_estimate_is_the_textbook_formula_over_every_register(
+    precision: int, ranks: list[int], data: st.DataObject
+) -> None:
+    """result() sums the registers by rank (a count in C per rank); the estimate is the
+    HyperLogLog formula over every register, with the harmonic sum exactly rounded."""
+    sketch = ApproxDistinct(precision)
+    m = 1 << precision
+    state = bytearray(m)
+    for rank in ranks:
+        state[data.draw(st.integers(0, m - 1))] = rank
+    empty = state.count(0)
+    if empty == m:
+        expected = 0
+    else:
+        alpha = 0.7213 / (1 + 1.079 / m)
+        estimate = alpha * m * m / math.fsum(2.0**-register for register in state)
+        if estimate <= 2.5 * m and empty:
+            estimate = m * math.log(m / empty)
+        expected = round(estimate)
+    assert sketch.result(state) == expected
