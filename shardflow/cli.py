@@ -586,6 +586,14 @@ def entry() -> None:
     sys.exit(main())
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -599,6 +607,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownPipeline as exc:
         print(f"shardflow {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`shardflow query ... | head`): stop quietly, as other
+        # command-line tools do, and keep the interpreter's final flush from failing too.
+        _silence_stdout()
+        return 141
     except EXPECTED_ERRORS as exc:
         print(f"shardflow {args.command}: {exc}", file=sys.stderr)
         return 1
