@@ -430,21 +430,31 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
             file=sys.stderr,
         )
         return 2
+    from streams.kcl_properties import KclOptions, owned_property_error  # noqa: PLC0415
+
     overrides: dict[str, str] = {}
     for pair in args.kcl_property:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             print(f"shardflow run: --kcl-property wants KEY=VALUE, got {pair!r}", file=sys.stderr)
             return 2
+        refused = owned_property_error(key.strip())
+        if refused:
+            print(f"shardflow run: {refused}", file=sys.stderr)
+            return 2
         overrides[key.strip()] = value.strip()
-    from streams.kcl_launcher import KclRunner, KclUnavailable  # noqa: PLC0415
-    from streams.kcl_properties import KclOptions  # noqa: PLC0415
+    from streams.kcl_launcher import KclRunner, KclUnavailable, check_java  # noqa: PLC0415
 
     options = KclOptions(
         application_name=args.kcl_application,
         properties_path=args.kcl_properties,
         overrides=overrides,
     )
+    try:
+        check_java(options.java)
+    except KclUnavailable as exc:
+        print(f"shardflow run: {exc}", file=sys.stderr)
+        return 2
     runner = KclRunner(
         make_clients(settings),
         settings,
@@ -618,6 +628,14 @@ def entry() -> None:
     sys.exit(main())
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -631,6 +649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnknownPipeline, QueryError) as exc:
         print(f"shardflow {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`shardflow query ... | head`): stop quietly, as other
+        # command-line tools do, and keep the interpreter's final flush from failing too.
+        _silence_stdout()
+        return 141
     except EXPECTED_ERRORS as exc:
         print(f"shardflow {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -69,7 +69,8 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, EndpointConnectionError):
         return (
             f"cannot reach {exc.kwargs.get('endpoint_url', 'the AWS endpoint')}: is the emulator "
-            "running (shardflow emulator), or is AWS_ENDPOINT_URL right?"
+            "running (shardflow emulator), or is AWS_ENDPOINT_URL (or the service's own "
+            "AWS_ENDPOINT_URL_<SERVICE>, e.g. AWS_ENDPOINT_URL_KINESIS) right?"
         )
     if isinstance(exc, NoRegionError):
         return "no AWS region configured: set AWS_REGION (for example us-east-1)"

@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def jars_dir() -> Path:
     if not any(jars.glob("amazon-kinesis-client-multilang-*.jar")):
         raise KclUnavailable(f"amazon-kclpy is installed without its jars ({jars}): reinstall it")
     return jars
+
+
+def check_java(java: str) -> str:
+    """The Java executable's path, or an error saying what to install, checked before the
+    launcher touches AWS (registering shards, writing files)."""
+    found = shutil.which(java)
+    if found is None:
+        raise KclUnavailable(
+            f"the KCL runner needs Java (17 is what it is tested with), and {java!r} is not "
+            "on PATH: install a JDK or JRE 17 and put its bin/ on PATH"
+        )
+    return found
 
 
 def daemon_command(

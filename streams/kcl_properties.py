@@ -43,6 +43,28 @@ class KclOptions:
     overrides: Mapping[str, str] = field(default_factory=dict)
 
 
+OWNED_PROPERTIES: Mapping[str, str] = {
+    "streamName": "use --stream",
+    "applicationName": "use --kcl-application",
+    "executableName": "shardflow's record processor is the executable",
+    "processingLanguage": "set from the Python that runs shardflow",
+    "kinesisEndpoint": "set AWS_ENDPOINT_URL_KINESIS (or AWS_ENDPOINT_URL, --endpoint-url)",
+    "dynamoDBEndpoint": "set AWS_ENDPOINT_URL_DYNAMODB (or AWS_ENDPOINT_URL, --endpoint-url)",
+    "regionName": "use --region or AWS_REGION",
+}
+"""Properties whose value the record processors must share with the daemon: set through
+shardflow's own options, never ``--kcl-property`` (a daemon reading another stream than
+the one its processors record would apply that stream's records under the wrong name)."""
+
+
+def owned_property_error(key: str) -> str | None:
+    """Why ``--kcl-property KEY=...`` is refused, or None when it may be set."""
+    reason = OWNED_PROPERTIES.get(key)
+    if reason is None:
+        return None
+    return f"--kcl-property {key} is set by shardflow itself: {reason}"
+
+
 def application_name(settings: Settings, pipelines: Sequence[str]) -> str:
     """The default KCL application (and lease table) name: one per stream, results table
     and set of pipelines, since the lease table's checkpoints are only valid for the
@@ -132,6 +154,8 @@ def logback_xml(verbose: bool) -> str:
                 "leader.DynamoDBLockBasedLeaderDecider",
                 "leases.LeaseCleanupManager",
                 "leases.dynamodb.DynamoDBLeaseDiscoverer",
+                # Logs a Java stack trace ("caller at ...") at INFO on a first start.
+                "coordinator.migration.MigrationState",
             )
         )
     )

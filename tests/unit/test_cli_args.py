@@ -518,3 +518,21 @@ def test_produce_refuses_a_failure_file_it_could_not_write_before_sending(
     assert main(["produce", str(path), "--failures", str(nowhere)]) == 2
     assert "cannot write the failure file" in capsys.readouterr().err
     assert client_builds == []
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_pipe_ends_the_command_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `shardflow query ... | head`: the reader leaves before the output is written.
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id": "e1", "ts": 1000, "user_id": "u1", "page": "/home", "latency_ms": 5}\n'
+    )
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["replay", "page-views", str(events)]) == 141
+    assert "Broken pipe" not in capsys.readouterr().err

@@ -18,6 +18,7 @@ from streams.kcl_properties import (
     application_name,
     build_properties,
     cbor_disabled,
+    logback_xml,
     render_properties,
     settings_from_json,
     settings_to_json,
@@ -149,6 +150,15 @@ def test_the_daemon_command() -> None:
         (["run", "--runner", "kcl", "--until-idle", "2"], "--until-idle is for the embedded"),
         (["run", "--kcl-property", "a=b"], "go with --runner kcl"),
         (["run", "--runner", "kcl", "--kcl-property", "novalue"], "KEY=VALUE"),
+        (["run", "--runner", "kcl", "--kcl-property", "streamName=other"], "use --stream"),
+        (
+            ["run", "--runner", "kcl", "--kcl-property", "applicationName=a"],
+            "use --kcl-application",
+        ),
+        (
+            ["run", "--runner", "kcl", "--kcl-property", "kinesisEndpoint=http://x"],
+            "AWS_ENDPOINT_URL_KINESIS",
+        ),
     ],
 )
 def test_run_option_mistakes_exit_2(
@@ -156,3 +166,21 @@ def test_run_option_mistakes_exit_2(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_without_java_says_so_before_touching_aws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An endpoint nothing listens on: reaching AWS first would fail with another message.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["run", "--runner", "kcl"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Java" in err
+    assert "not on PATH" in err
+
+
+def test_logback_quiets_the_migration_state_stack_trace() -> None:
+    assert 'name="software.amazon.kinesis.coordinator.migration.MigrationState" level="WARN"' in (
+        logback_xml(verbose=False)
+    )
