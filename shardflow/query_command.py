@@ -16,14 +16,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-import orjson
-
 from processors.pipeline import Pipeline
 from processors.query_pages import DEFAULT_LIMIT, MAX_LIMIT, iter_pages, query_page
 from processors.top_query import TopKeys, check_rankable, top_keys
 from processors.windowing.results import WindowResult, final_frontier
 from schemas.timestamps import format_iso8601
-from shardflow.output import FORMATS, csv_lines, render, result_dict, table_lines
+from shardflow.output import FORMATS, csv_lines, dumps, render, result_dict, table_lines
 from shardflow.times import UNITS_MS, now_ms
 
 FOLLOW_DEFAULT_SINCE_MS = 15 * UNITS_MS["m"]
@@ -138,7 +136,7 @@ def _stream_json_array(results: Iterable[WindowResult], out: TextIO) -> None:
     """One JSON array, written an element at a time (the same text render_json gives)."""
     first = True
     for result in results:
-        body = orjson.dumps(result_dict(result), option=orjson.OPT_INDENT_2).decode()
+        body = dumps(result_dict(result), indent=True)
         out.write(("[\n" if first else ",\n") + "\n".join("  " + line for line in body.split("\n")))
         first = False
         out.flush()
@@ -180,7 +178,7 @@ def follow(
         if changed:
             if fmt == "json":
                 for result in changed:
-                    out.write(orjson.dumps(result_dict(result)).decode() + "\n")
+                    out.write(dumps(result_dict(result)) + "\n")
             elif fmt == "csv":
                 lines = list(csv_lines(changed, columns))
                 out.writelines(lines if not header_done else lines[1:])
@@ -237,7 +235,7 @@ def top_dict(ranked: TopKeys) -> dict[str, Any]:
 
 def render_top(ranked: TopKeys, fmt: str) -> str:
     if fmt == "json":
-        return orjson.dumps(top_dict(ranked), option=orjson.OPT_INDENT_2).decode()
+        return dumps(top_dict(ranked), indent=True)
     if fmt == "csv":
         lines = ["rank,key,value"]
         lines.extend(
