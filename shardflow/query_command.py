@@ -17,9 +17,16 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from processors.pipeline import Pipeline
-from processors.query_pages import DEFAULT_LIMIT, MAX_LIMIT, iter_pages, query_page
+from processors.query_pages import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    iter_pages,
+    query_page,
+    window_step_ms,
+)
 from processors.top_query import TopKeys, check_rankable, top_keys
 from processors.windowing.results import WindowResult, final_frontier
+from processors.windowing.windows import SessionWindows
 from schemas.timestamps import format_iso8601
 from shardflow.output import FORMATS, csv_lines, dumps, render, result_dict, table_lines
 from shardflow.times import UNITS_MS, now_ms
@@ -161,6 +168,11 @@ def follow(
     final frontier as the stream goes on."""
     columns = pipeline.aggregate_names
     since = clock() - FOLLOW_DEFAULT_SINCE_MS if since_ms is None else since_ms
+    done_at = None if until_ms is None else all_final_at(pipeline, until_ms)
+    # A session ending by the frontier may still grow (it is final once the frontier
+    # passes the bucket a reading a gap after its last could fall in); one ending a gap
+    # before the frontier is final.
+    settle = pipeline.windows.size_ms if isinstance(pipeline.windows, SessionWindows) else 0
     shown: dict[tuple[str, int], tuple[bool, dict[str, Any]]] = {}
     header_done = False
     while True:
@@ -168,8 +180,10 @@ def follow(
         progress = store.read_progress(pipeline.name)
         frontier = final_frontier(progress, pipeline.allowed_lateness_ms)
         changed: list[WindowResult] = []
+        all_final = True
         for page in iter_pages(store, pipeline, keys, since, until_ms, DEFAULT_LIMIT):
             for result in page.results:
+                all_final = all_final and result.final
                 slot = (result.key, result.window.start_ms)
                 seen = (result.final, result.values)
                 if shown.get(slot) != seen:
@@ -188,13 +202,22 @@ def follow(
             header_done = True
             out.flush()
         if frontier is not None:
-            # Windows ending at or before the frontier are final and shown as such.
-            since = max(since, min(frontier, 10**13))
+            # Windows ending at or before the frontier (sessions: a gap before it) are
+            # final and were shown as such.
+            since = max(since, min(frontier - settle, 10**13))
             shown = {slot: seen for slot, seen in shown.items() if not seen[0]}
-        if until_ms is not None and frontier is not None and frontier >= until_ms:
+        if done_at is not None and frontier is not None and frontier >= done_at and all_final:
             return 0
         if stop.wait(interval_s):
             return 0
+
+
+def all_final_at(pipeline: Pipeline[Any], until_ms: int) -> int:
+    """The final frontier from which no window starting before ``until_ms`` can change
+    or appear: the end of the last window (session bucket) starting before it."""
+    step = window_step_ms(pipeline)
+    last_start = max(0, until_ms - 1) - max(0, until_ms - 1) % step
+    return last_start + pipeline.windows.size_ms
 
 
 def check_top_arguments(pipeline: Pipeline[Any], args: argparse.Namespace) -> None:
