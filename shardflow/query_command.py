@@ -20,6 +20,8 @@ from processors.pipeline import Pipeline
 from processors.query_pages import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    QueryError,
+    decode_cursor,
     iter_pages,
     query_page,
     window_step_ms,
@@ -117,6 +119,14 @@ def run_query(
 ) -> int:
     keys = sorted(set(args.key or ()))
     columns = pipeline.aggregate_names
+    # Mistakes are refused before anything is printed (a csv header, a table's head).
+    if args.cursor is not None:
+        decode_cursor(args.cursor)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise QueryError(
+            f"--until ({format_iso8601(args.until)}) must be after --since "
+            f"({format_iso8601(args.since)})"
+        )
     if args.follow:
         return follow(
             store, pipeline, keys, args.since, args.until, args.format, args.interval, stop, out

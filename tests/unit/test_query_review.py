@@ -15,11 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from processors.direct_load import StoreLoader
 from processors.pipelines.device_sessions import DEVICE_SESSIONS
 from processors.pipelines.page_views import PAGE_VIEWS
+from processors.query_pages import QueryError
 from processors.sinks.memory import MemoryFinalStore
 from shardflow.query_command import follow, run_query, run_top
 from shardflow.serve import make_app
@@ -167,3 +169,20 @@ def test_follow_shows_each_session_final() -> None:
     assert code == 0
     d1 = [line for line in printed(out) if line["key"] == "d1"]
     assert [line["final"] for line in d1] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"cursor": "garbage", "format": "csv"}, "is not one a query returned"),
+        ({"since": T0 + MINUTE, "until": T0, "format": "csv"}, "must be after --since"),
+        ({"since": T0, "until": T0, "format": "table"}, "must be after --since"),
+    ],
+)
+def test_mistakes_are_refused_before_anything_is_printed(
+    given: dict[str, Any], message: str
+) -> None:
+    out = io.StringIO()
+    with pytest.raises(QueryError, match=message):
+        run_query(args(**given), huge_store(), PAGE_VIEWS, threading.Event(), out)
+    assert out.getvalue() == ""
