@@ -186,3 +186,12 @@ def test_mistakes_are_refused_before_anything_is_printed(
     with pytest.raises(QueryError, match=message):
         run_query(args(**given), huge_store(), PAGE_VIEWS, threading.Event(), out)
     assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("limit", ["1_0", " 5", "+5", "\u0665", "5 "])
+def test_api_numbers_are_digits_only(limit: str) -> None:
+    readers = {"page-views": PipelineReader(PAGE_VIEWS, huge_store())}
+    with TestClient(make_app(readers, clock=lambda: T0 + 10 * MINUTE)) as client:
+        answer = client.get("/api/v1/pipelines/page-views/windows", params={"limit": limit})
+        assert answer.status_code == 400, answer.text
+        assert "whole number" in answer.json()["error"]
