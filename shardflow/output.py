@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 
+from processors.alerts import json_safe
 from processors.windowing.results import WindowResult
 from schemas.timestamps import format_iso8601
 
@@ -27,8 +29,24 @@ def result_dict(result: WindowResult) -> dict[str, Any]:
     }
 
 
+def dumps(value: Any, indent: bool = False) -> str:
+    """``value`` as JSON text: orjson's, or, for what orjson cannot write (integers
+    beyond 64 bits: a sum of large integers stays exact), the standard library's with
+    the same layout (NaN and infinities as null, as orjson writes them)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0).decode()
+    except TypeError:
+        return json.dumps(
+            json_safe(value),
+            ensure_ascii=False,
+            allow_nan=False,
+            indent=2 if indent else None,
+            separators=(",", ": ") if indent else (",", ":"),
+        )
+
+
 def render_json(results: Sequence[WindowResult]) -> str:
-    return orjson.dumps([result_dict(r) for r in results], option=orjson.OPT_INDENT_2).decode()
+    return dumps([result_dict(r) for r in results], indent=True)
 
 
 def render_csv(results: Sequence[WindowResult], columns: Sequence[str]) -> str:
@@ -52,7 +70,7 @@ def csv_lines(results: Iterable[WindowResult], columns: Sequence[str]) -> Iterat
         # Lists (a top-k) go into one cell as JSON, the same text json prints.
         writer.writerow(
             {
-                name: orjson.dumps(value).decode() if isinstance(value, list | dict) else value
+                name: dumps(value) if isinstance(value, list | dict) else value
                 for name, value in row.items()
             }
         )

@@ -16,14 +16,21 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-import orjson
-
 from processors.pipeline import Pipeline
-from processors.query_pages import DEFAULT_LIMIT, MAX_LIMIT, iter_pages, query_page
+from processors.query_pages import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    QueryError,
+    decode_cursor,
+    iter_pages,
+    query_page,
+    window_step_ms,
+)
 from processors.top_query import TopKeys, check_rankable, top_keys
 from processors.windowing.results import WindowResult, final_frontier
+from processors.windowing.windows import SessionWindows
 from schemas.timestamps import format_iso8601
-from shardflow.output import FORMATS, csv_lines, render, result_dict, table_lines
+from shardflow.output import FORMATS, csv_lines, dumps, render, result_dict, table_lines
 from shardflow.times import UNITS_MS, now_ms
 
 FOLLOW_DEFAULT_SINCE_MS = 15 * UNITS_MS["m"]
@@ -113,6 +120,14 @@ def run_query(
 ) -> int:
     keys = sorted(set(args.key or ()))
     columns = pipeline.aggregate_names
+    # Mistakes are refused before anything is printed (a csv header, a table's head).
+    if args.cursor is not None:
+        decode_cursor(args.cursor)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise QueryError(
+            f"--until ({format_iso8601(args.until)}) must be after --since "
+            f"({format_iso8601(args.since)})"
+        )
     if args.follow:
         return follow(
             store, pipeline, keys, args.since, args.until, args.format, args.interval, stop, out
@@ -139,7 +154,7 @@ def _stream_json_array(results: Iterable[WindowResult], out: TextIO) -> None:
     """One JSON array, written an element at a time (the same text render_json gives)."""
     first = True
     for result in results:
-        body = orjson.dumps(result_dict(result), option=orjson.OPT_INDENT_2).decode()
+        body = dumps(result_dict(result), indent=True)
         out.write(("[\n" if first else ",\n") + "\n".join("  " + line for line in body.split("\n")))
         first = False
         out.flush()
@@ -164,6 +179,11 @@ def follow(
     final frontier as the stream goes on."""
     columns = pipeline.aggregate_names
     since = clock() - FOLLOW_DEFAULT_SINCE_MS if since_ms is None else since_ms
+    done_at = None if until_ms is None else all_final_at(pipeline, until_ms)
+    # A session ending by the frontier may still grow (it is final once the frontier
+    # passes the bucket a reading a gap after its last could fall in); one ending a gap
+    # before the frontier is final.
+    settle = pipeline.windows.size_ms if isinstance(pipeline.windows, SessionWindows) else 0
     shown: dict[tuple[str, int], tuple[bool, dict[str, Any]]] = {}
     header_done = False
     # Room for numbers to grow as windows fill, so that later lines stay aligned.
@@ -173,8 +193,10 @@ def follow(
         progress = store.read_progress(pipeline.name)
         frontier = final_frontier(progress, pipeline.allowed_lateness_ms)
         changed: list[WindowResult] = []
+        all_final = True
         for page in iter_pages(store, pipeline, keys, since, until_ms, DEFAULT_LIMIT):
             for result in page.results:
+                all_final = all_final and result.final
                 slot = (result.key, result.window.start_ms)
                 seen = (result.final, result.values)
                 if shown.get(slot) != seen:
@@ -183,7 +205,7 @@ def follow(
         if changed:
             if fmt == "json":
                 for result in changed:
-                    out.write(orjson.dumps(result_dict(result)).decode() + "\n")
+                    out.write(dumps(result_dict(result)) + "\n")
             elif fmt == "csv":
                 lines = list(csv_lines(changed, columns))
                 out.writelines(lines if not header_done else lines[1:])
@@ -193,13 +215,22 @@ def follow(
             header_done = True
             out.flush()
         if frontier is not None:
-            # Windows ending at or before the frontier are final and shown as such.
-            since = max(since, min(frontier, 10**13))
+            # Windows ending at or before the frontier (sessions: a gap before it) are
+            # final and were shown as such.
+            since = max(since, min(frontier - settle, 10**13))
             shown = {slot: seen for slot, seen in shown.items() if not seen[0]}
-        if until_ms is not None and frontier is not None and frontier >= until_ms:
+        if done_at is not None and frontier is not None and frontier >= done_at and all_final:
             return 0
         if stop.wait(interval_s):
             return 0
+
+
+def all_final_at(pipeline: Pipeline[Any], until_ms: int) -> int:
+    """The final frontier from which no window starting before ``until_ms`` can change
+    or appear: the end of the last window (session bucket) starting before it."""
+    step = window_step_ms(pipeline)
+    last_start = max(0, until_ms - 1) - max(0, until_ms - 1) % step
+    return last_start + pipeline.windows.size_ms
 
 
 def check_top_arguments(pipeline: Pipeline[Any], args: argparse.Namespace) -> None:
@@ -240,7 +271,7 @@ def top_dict(ranked: TopKeys) -> dict[str, Any]:
 
 def render_top(ranked: TopKeys, fmt: str) -> str:
     if fmt == "json":
-        return orjson.dumps(top_dict(ranked), option=orjson.OPT_INDENT_2).decode()
+        return dumps(top_dict(ranked), indent=True)
     if fmt == "csv":
         lines = ["rank,key,value"]
         lines.extend(

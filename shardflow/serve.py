@@ -39,6 +39,7 @@ from starlette.routing import Route
 from processors.top_query import numeric_aggregates
 from shardflow.ingest import bind, url_of
 from shardflow.openapi import openapi
+from shardflow.output import dumps
 from shardflow.serve_api import Api, ApiError, PipelineReader
 from shardflow.times import now_ms
 from streams.aws_errors import ResourceMissing, describe
@@ -56,9 +57,11 @@ STATIC = {
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
+    try:
+        text = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits (an exact sum): the slower writer
+        text = dumps(body).encode()
+    return Response(text, status_code=status, media_type="application/json", headers=headers)
 
 
 def _asset(name: str) -> bytes:

@@ -7,6 +7,7 @@ says what to change; nothing here knows Starlette (shardflow/serve.py does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -247,10 +248,10 @@ def _int(params: Mapping[str, Sequence[str]], name: str, default: int, low: int,
     text = _one(params, name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a whole number, got {text[:40]!r}") from None
+    # Digits only, as the description says: int() also takes "1_0", " +5", other scripts.
+    if re.fullmatch(r"-?[0-9]{1,18}", text) is None:
+        raise ApiError(400, f"{name} must be a whole number, got {text[:40]!r}")
+    value = int(text)
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be between {low:,} and {high:,}, got {value}")
     return value
