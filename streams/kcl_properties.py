@@ -95,15 +95,35 @@ def build_properties(
     return props
 
 
-def _escape(text: str) -> str:
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\f": "\\f"}
+_KEY_ESCAPES = {**_ESCAPES, " ": "\\ ", "=": "\\=", ":": "\\:", "#": "\\#", "!": "\\!"}
+
+
+def _escape(text: str, key: bool) -> str:
+    """``text`` as ``java.util.Properties.load`` reads it back unchanged: the daemon reads
+    the file as ISO-8859-1, so anything outside printable ASCII is a ``\\uXXXX`` escape;
+    a key's separators, spaces and comment marks are escaped (else the key would end
+    early, or the line be a comment), and so is a value's leading space (else dropped)."""
     if "\n" in text or "\r" in text:
         raise ValueError(f"a property cannot span lines: {text!r}")
-    return text.replace("\\", "\\\\")
+    escapes = _KEY_ESCAPES if key else _ESCAPES
+    out: list[str] = []
+    for i, char in enumerate(text):
+        if char in escapes:
+            out.append(escapes[char])
+        elif char == " " and i == 0:
+            out.append("\\ ")
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            encoded = char.encode("utf-16-be")  # two units for a character past U+FFFF
+            out += [f"\\u{encoded[j]:02x}{encoded[j + 1]:02x}" for j in range(0, len(encoded), 2)]
+    return "".join(out)
 
 
 def render_properties(props: Mapping[str, str]) -> str:
     lines = ["# Written by `shardflow run --runner kcl`; rewritten on every start."]
-    lines += [f"{_escape(key)} = {_escape(value)}" for key, value in props.items()]
+    lines += [f"{_escape(key, True)} = {_escape(value, False)}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 
 
