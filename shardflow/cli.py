@@ -421,13 +421,13 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
             return 2
         overrides[key.strip()] = value.strip()
     from streams.kcl_launcher import KclRunner, KclUnavailable  # noqa: PLC0415
-    from streams.kcl_properties import KclOptions  # noqa: PLC0415
+    from streams.kcl_properties import kcl_options  # noqa: PLC0415
 
-    options = KclOptions(
-        application_name=args.kcl_application,
-        properties_path=args.kcl_properties,
-        overrides=overrides,
-    )
+    try:
+        options = kcl_options(args.kcl_application, args.kcl_properties, overrides)
+    except ValueError as exc:
+        print(f"shardflow run: {exc}", file=sys.stderr)
+        return 2
     runner = KclRunner(
         make_clients(settings),
         settings,

@@ -43,6 +43,69 @@ class KclOptions:
     overrides: Mapping[str, str] = field(default_factory=dict)
 
 
+OWNED = {
+    "streamName": "--stream",
+    "streamArn": "--stream",
+    "regionName": "--region",
+    "executableName": None,
+}
+"""Properties the record processors' own configuration must agree with: set from the
+``shardflow`` options, never overridden (the daemon would read one stream, and the
+processors record their progress as another's)."""
+_NUMBERS = {
+    "failoverTimeMillis": "failover_ms",
+    "shutdownGraceMillis": "shutdown_grace_ms",
+    "idleTimeBetweenReadsInMillis": "idle_between_reads_ms",
+    "maxRecords": "max_records",
+}
+"""Properties the launcher and the processors follow too (the stop deadline, the fencing
+grace): taken into :class:`KclOptions`, so they agree with what the daemon is told."""
+
+
+def check_application_name(name: str) -> str:
+    """The KCL names DynamoDB tables after the application: their characters only."""
+    if not 3 <= len(name) <= MAX_APPLICATION_NAME or _TABLE_CHARS.search(name):
+        raise ValueError(
+            f"KCL application {name!r}: it names DynamoDB tables, so 3 to "
+            f"{MAX_APPLICATION_NAME} characters of A-Z, a-z, 0-9, '_', '-' and '.'"
+        )
+    return name
+
+
+def kcl_options(
+    application: str | None, properties_path: str | None, overrides: Mapping[str, str]
+) -> KclOptions:
+    """The options of ``run --runner kcl``; ``overrides`` are its ``--kcl-property``
+    pairs. Raises ValueError, with the option to fix, for what the daemon cannot take."""
+    fields: dict[str, Any] = {}
+    rest: dict[str, str] = {}
+    for key, value in overrides.items():
+        if key in OWNED:
+            instead = OWNED[key]
+            raise ValueError(
+                f"--kcl-property {key}: shardflow sets it"
+                + (f" (use {instead})" if instead else "")
+            )
+        if key in _NUMBERS:
+            if not value.isdigit() or int(value) <= 0:
+                raise ValueError(f"--kcl-property {key}: wants a positive integer, got {value!r}")
+            fields[_NUMBERS[key]] = int(value)
+        elif key == "workerId":
+            fields["worker_id"] = value
+        elif key == "applicationName":
+            application = value
+        else:
+            rest[key] = value
+    if application is not None:
+        check_application_name(application)
+    return KclOptions(
+        application_name=application,
+        properties_path=properties_path,
+        overrides=rest,
+        **fields,
+    )
+
+
 def application_name(settings: Settings, pipelines: Sequence[str]) -> str:
     """The default KCL application (and lease table) name: one per stream, results table
     and set of pipelines, since the lease table's checkpoints are only valid for the
