@@ -3,14 +3,20 @@ the files it writes, and how it supervises the daemon's process."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import streams.kcl_launcher as launcher
+from processors.pipelines import get_pipeline
 from shardflow import cli
 from shardflow.cli import main
+from shardflow.settings import Settings
 from streams.kcl_properties import KclOptions
 
 
@@ -72,3 +78,73 @@ def test_kcl_options_the_daemon_cannot_take_exit_2(
     assert main(["run", "--runner", "kcl", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not captured  # refused before anything started
+
+
+class _Meta:
+    region_name = "us-east-1"
+
+
+class _Kinesis:
+    meta = _Meta()
+
+
+class _Clients:
+    kinesis = _Kinesis()
+
+
+def _runner(options: KclOptions) -> launcher.KclRunner:
+    return launcher.KclRunner(
+        _Clients(),  # type: ignore[arg-type]
+        Settings(stream="clicks"),
+        [get_pipeline("page-views")],
+        options,
+    )
+
+
+def test_a_refused_properties_path_leaves_no_files_behind(tmp_path: Path) -> None:
+    folder = tmp_path / "my kcl"  # the daemon splits executableName on spaces
+    folder.mkdir()
+    runner = _runner(KclOptions(properties_path=str(folder / "w.properties")))
+    with pytest.raises(ValueError, match="spaces"):
+        runner._write_files(tmp_path, "arn@t")
+    assert list(folder.iterdir()) == []
+
+
+def test_the_files_the_daemon_gets(tmp_path: Path) -> None:
+    runner = _runner(KclOptions(properties_path=str(tmp_path / "w.properties"), failover_ms=40_000))
+    properties, logback = runner._write_files(tmp_path, "arn@t")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["w.logback.xml", "w.processor", "w.processor.json", "w.properties"]
+    assert f"executableName = {tmp_path / 'w.processor'}\n" in properties.read_text()
+    assert "failoverTimeMillis = 40000\n" in properties.read_text()
+    config = json.loads((tmp_path / "w.processor.json").read_text())
+    assert config["fence_grace"] == 120.0  # three failover times, at least a minute
+    assert logback.exists()
+
+
+class _FailingSchedule:
+    def maybe_run(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+
+def test_the_daemon_is_killed_when_supervising_it_fails() -> None:
+    runner = _runner(KclOptions())
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(launcher.subprocess, "Popen", popen)
+        with pytest.raises(RuntimeError, match="new thread"):
+            runner._supervise(command, _FailingSchedule(), threading.Event())  # type: ignore[arg-type]
+    (daemon,) = started
+    try:
+        assert daemon.poll() is not None  # killed and reaped, not left running
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
