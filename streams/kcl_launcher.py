@@ -161,6 +161,8 @@ class KclRunner:
         names = [p.name for p in self.pipelines]
         properties = Path(self.options.properties_path or workdir / "shardflow.properties")
         properties = properties.resolve()
+        if properties.is_dir():
+            raise ValueError(f"--kcl-properties {properties} is a folder: name a file in it")
         stem = properties.with_suffix("")
         config_path = stem.with_name(stem.name + ".processor.json")
         wrapper = stem.with_name(stem.name + ".processor")

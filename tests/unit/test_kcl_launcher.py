@@ -110,6 +110,17 @@ def test_a_refused_properties_path_leaves_no_files_behind(tmp_path: Path) -> Non
     assert list(folder.iterdir()) == []
 
 
+def test_a_properties_path_that_is_a_folder_is_refused_and_nothing_written(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "kcl"
+    folder.mkdir()
+    runner = _runner(KclOptions(properties_path=f"{folder}/"))
+    with pytest.raises(ValueError, match="is a folder"):
+        runner._write_files(tmp_path, "arn@t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kcl"]
+
+
 def test_the_files_the_daemon_gets(tmp_path: Path) -> None:
     runner = _runner(KclOptions(properties_path=str(tmp_path / "w.properties"), failover_ms=40_000))
     properties, logback = runner._write_files(tmp_path, "arn@t")
