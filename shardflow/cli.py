@@ -430,7 +430,7 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
             file=sys.stderr,
         )
         return 2
-    from streams.kcl_properties import KclOptions, owned_property_error  # noqa: PLC0415
+    from streams.kcl_properties import owned_property_error  # noqa: PLC0415
 
     overrides: dict[str, str] = {}
     for pair in args.kcl_property:
@@ -444,15 +444,12 @@ def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipel
             return 2
         overrides[key.strip()] = value.strip()
     from streams.kcl_launcher import KclRunner, KclUnavailable, check_java  # noqa: PLC0415
+    from streams.kcl_properties import kcl_options  # noqa: PLC0415
 
-    options = KclOptions(
-        application_name=args.kcl_application,
-        properties_path=args.kcl_properties,
-        overrides=overrides,
-    )
     try:
+        options = kcl_options(args.kcl_application, args.kcl_properties, overrides)
         check_java(options.java)
-    except KclUnavailable as exc:
+    except (ValueError, KclUnavailable) as exc:
         print(f"shardflow run: {exc}", file=sys.stderr)
         return 2
     runner = KclRunner(

@@ -174,6 +174,8 @@ class KclRunner:
         names = [p.name for p in self.pipelines]
         properties = Path(self.options.properties_path or workdir / "shardflow.properties")
         properties = properties.resolve()
+        if properties.is_dir():
+            raise ValueError(f"--kcl-properties {properties} is a folder: name a file in it")
         stem = properties.with_suffix("")
         config_path = stem.with_name(stem.name + ".processor.json")
         wrapper = stem.with_name(stem.name + ".processor")
@@ -186,6 +188,10 @@ class KclRunner:
             "fence_grace": max(60.0, 3 * self.options.failover_ms / 1000),
             "verbose": self.verbose,
         }
+        region = self.clients.kinesis.meta.region_name
+        # Everything the daemon cannot take is refused before any file is written.
+        props = build_properties(self.settings, self.options, names, str(wrapper), region)
+        rendered = render_properties(props)
         config_path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
         wrapper.write_text(
             "#!/bin/sh\n# The record processor the daemon starts for each leased shard.\n"
@@ -194,9 +200,7 @@ class KclRunner:
         )
         wrapper.chmod(0o755)
         logback.write_text(logback_xml(self.verbose))
-        region = self.clients.kinesis.meta.region_name
-        props = build_properties(self.settings, self.options, names, str(wrapper), region)
-        properties.write_text(render_properties(props))
+        properties.write_text(rendered)
         log.info(
             "KCL application %s (lease table), properties in %s",
             props["applicationName"],
@@ -274,7 +278,7 @@ class KclRunner:
                     _wait(daemon, 0.5)
                 else:
                     stop.wait(0.5)
-        except KeyboardInterrupt:
+        except BaseException:  # a second signal, or anything failing here: no daemon left behind
             daemon.kill()
             daemon.wait()
             raise

@@ -15,8 +15,10 @@ then checkpoints the lease at the lowest position every pipeline has stored, nev
 - ``leaseLost``: drop everything applied and write nothing more.
 - ``shutdownRequested``: flush and checkpoint.
 
-A conditional write that finds newer state (a zombie: another worker owns the shard now)
-fences the processor: it writes nothing more and waits for the daemon's ``leaseLost``;
+A conditional write that finds newer state (a zombie: another worker owns the shard now),
+or a checkpoint the daemon refuses because the lease is no longer held
+(``ShutdownException``), fences the processor: it writes nothing more and waits for the
+daemon's ``leaseLost``;
 if that does not come within ``fence_grace`` it fails. Transient AWS errors are retried
 with backoff until ``retry_deadline``; anything else fails the action (see
 :mod:`streams.kcl_protocol`).
@@ -280,6 +282,12 @@ class KclShardProcessor:
         )
         if outcome == "taken":
             self._kcl_checkpoint = target
+        elif outcome == "gone" and not at_end:
+            # ShutdownException: the lease table no longer has this worker holding the
+            # shard, so another may own it already. Until the daemon's leaseLost, write
+            # nothing more, as when a conditional write is refused.
+            self._fenced_at = self._clock()
+            self.engines = []
         return outcome
 
     # -- failures -------------------------------------------------------------------------

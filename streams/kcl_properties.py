@@ -51,6 +51,7 @@ OWNED_PROPERTIES: Mapping[str, str] = {
     "kinesisEndpoint": "set AWS_ENDPOINT_URL_KINESIS (or AWS_ENDPOINT_URL, --endpoint-url)",
     "dynamoDBEndpoint": "set AWS_ENDPOINT_URL_DYNAMODB (or AWS_ENDPOINT_URL, --endpoint-url)",
     "regionName": "use --region or AWS_REGION",
+    "streamArn": "use --stream",
 }
 """Properties whose value the record processors must share with the daemon: set through
 shardflow's own options, never ``--kcl-property`` (a daemon reading another stream than
@@ -63,6 +64,55 @@ def owned_property_error(key: str) -> str | None:
     if reason is None:
         return None
     return f"--kcl-property {key} is set by shardflow itself: {reason}"
+
+
+_NUMBERS = {
+    "failoverTimeMillis": "failover_ms",
+    "shutdownGraceMillis": "shutdown_grace_ms",
+    "idleTimeBetweenReadsInMillis": "idle_between_reads_ms",
+    "maxRecords": "max_records",
+}
+"""Properties the launcher and the processors follow too (the stop deadline, the fencing
+grace): taken into :class:`KclOptions`, so they agree with what the daemon is told."""
+
+
+def check_application_name(name: str) -> str:
+    """The KCL names DynamoDB tables after the application: their characters only."""
+    if not 3 <= len(name) <= MAX_APPLICATION_NAME or _TABLE_CHARS.search(name):
+        raise ValueError(
+            f"KCL application {name!r}: it names DynamoDB tables, so 3 to "
+            f"{MAX_APPLICATION_NAME} characters of A-Z, a-z, 0-9, '_', '-' and '.'"
+        )
+    return name
+
+
+def kcl_options(
+    application: str | None, properties_path: str | None, overrides: Mapping[str, str]
+) -> KclOptions:
+    """The options of ``run --runner kcl``; ``overrides`` are its ``--kcl-property``
+    pairs. Raises ValueError, with the option to fix, for what the daemon cannot take."""
+    fields: dict[str, Any] = {}
+    rest: dict[str, str] = {}
+    for key, value in overrides.items():
+        refused = owned_property_error(key)
+        if refused:
+            raise ValueError(refused)
+        if key in _NUMBERS:
+            if not value.isdigit() or int(value) <= 0:
+                raise ValueError(f"--kcl-property {key}: wants a positive integer, got {value!r}")
+            fields[_NUMBERS[key]] = int(value)
+        elif key == "workerId":
+            fields["worker_id"] = value
+        else:
+            rest[key] = value
+    if application is not None:
+        check_application_name(application)
+    return KclOptions(
+        application_name=application,
+        properties_path=properties_path,
+        overrides=rest,
+        **fields,
+    )
 
 
 def application_name(settings: Settings, pipelines: Sequence[str]) -> str:
@@ -117,15 +167,35 @@ def build_properties(
     return props
 
 
-def _escape(text: str) -> str:
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\f": "\\f"}
+_KEY_ESCAPES = {**_ESCAPES, " ": "\\ ", "=": "\\=", ":": "\\:", "#": "\\#", "!": "\\!"}
+
+
+def _escape(text: str, key: bool) -> str:
+    """``text`` as ``java.util.Properties.load`` reads it back unchanged: the daemon reads
+    the file as ISO-8859-1, so anything outside printable ASCII is a ``\\uXXXX`` escape;
+    a key's separators, spaces and comment marks are escaped (else the key would end
+    early, or the line be a comment), and so is a value's leading space (else dropped)."""
     if "\n" in text or "\r" in text:
         raise ValueError(f"a property cannot span lines: {text!r}")
-    return text.replace("\\", "\\\\")
+    escapes = _KEY_ESCAPES if key else _ESCAPES
+    out: list[str] = []
+    for i, char in enumerate(text):
+        if char in escapes:
+            out.append(escapes[char])
+        elif char == " " and i == 0:
+            out.append("\\ ")
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            encoded = char.encode("utf-16-be")  # two units for a character past U+FFFF
+            out += [f"\\u{encoded[j]:02x}{encoded[j + 1]:02x}" for j in range(0, len(encoded), 2)]
+    return "".join(out)
 
 
 def render_properties(props: Mapping[str, str]) -> str:
     lines = ["# Written by `shardflow run --runner kcl`; rewritten on every start."]
-    lines += [f"{_escape(key)} = {_escape(value)}" for key, value in props.items()]
+    lines += [f"{_escape(key, True)} = {_escape(value, False)}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 
 

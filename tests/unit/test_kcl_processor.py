@@ -338,3 +338,19 @@ def test_a_shard_end_the_lease_table_keeps_refusing_fails_but_a_lost_lease_does_
     with pytest.raises(ChildExited):
         throttled.daemon.send("shardEnded")
     assert throttled.daemon.exit_code == 1 and throttled.store.progress[(NAME, SHARD)].ended
+
+
+def test_a_checkpoint_refused_because_the_lease_is_gone_stops_all_writes() -> None:
+    """ShutdownException: the lease table says another worker holds the shard now. Until
+    the daemon's leaseLost comes, this processor is a zombie: it must write nothing more."""
+    s = Setup()
+    s.daemon.initialize()
+    s.daemon.checkpoint_errors = ["ShutdownException"]
+    s.daemon.batch(record(1, view(1_000)))
+    assert s.daemon.requests == [("1", 0)] and s.daemon.checkpoints == []
+    s.daemon.batch(record(2, view(2_000)))  # still delivered before leaseLost
+    assert s.views() == {"/a@0": 1}  # the shard's new owner's to count
+    assert s.store.progress[(NAME, SHARD)].checkpoint == Position(1)
+    assert s.daemon.requests == [("1", 0)]
+    s.daemon.send("leaseLost")
+    assert s.daemon.close() == 0

@@ -4,6 +4,8 @@ positions, the multilang properties, the daemon's command line, and the `run` op
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,60 @@ def test_logback_quiets_the_migration_state_stack_trace() -> None:
     assert 'name="software.amazon.kinesis.coordinator.migration.MigrationState" level="WARN"' in (
         logback_xml(verbose=False)
     )
+
+
+AWKWARD = {
+    "executableName": "/home/jos\u00e9/kcl/p.processor",  # the daemon reads ISO-8859-1
+    "a key=with:separators #and !marks": "v",
+    "#startsLikeAComment": "v",
+    "leadingSpace": "  kept",
+    "back\\slash": "C:\\dir\\x",
+    "astral": "\U0001f600 and \t tab",
+    "url": "http://127.0.0.1:4566/#x=1",
+}
+
+
+def test_properties_read_back_as_written_by_the_daemon_s_rules() -> None:
+    text = render_properties(AWKWARD)
+    assert text.isascii()
+    assert "executableName = /home/jos\\u00e9/kcl/p.processor\n" in text
+    assert "a\\ key\\=with\\:separators\\ \\#and\\ \\!marks = v\n" in text
+    assert "\\#startsLikeAComment = v\n" in text
+    assert "leadingSpace = \\  kept\n" in text
+    assert "url = http://127.0.0.1:4566/#x=1\n" in text
+
+
+JAVA_READER = """
+import java.io.FileInputStream;
+import java.util.Properties;
+public class ReadProps {
+    public static void main(String[] args) throws Exception {
+        Properties p = new Properties();
+        try (FileInputStream in = new FileInputStream(args[0])) { p.load(in); }
+        for (String k : p.stringPropertyNames()) {
+            StringBuilder out = new StringBuilder();
+            for (char c : (k + "\\u0000" + p.getProperty(k)).toCharArray()) {
+                out.append(String.format("%04x", (int) c));
+            }
+            System.out.println(out);
+        }
+    }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+def test_java_properties_load_reads_every_property_back(tmp_path: Path) -> None:
+    """What the MultiLangDaemon does with the file (Properties.load of an InputStream)."""
+    source = tmp_path / "ReadProps.java"
+    source.write_text(JAVA_READER)
+    props_file = tmp_path / "p.properties"
+    props_file.write_text(render_properties(AWKWARD), encoding="utf-8")  # as the launcher
+    out = subprocess.run(
+        ["java", str(source), str(props_file)], capture_output=True, text=True, check=True
+    ).stdout
+    read = {}
+    for line in out.split():
+        key, _, value = bytes.fromhex(line).decode("utf-16-be").partition("\0")
+        read[key] = value
+    assert read == AWKWARD
