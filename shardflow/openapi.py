@@ -1,7 +1,7 @@
 """The OpenAPI description of ``shardflow serve``'s JSON API (served at /openapi.json).
 
 Written by hand from the behaviour in shardflow/serve_api.py, and checked against it by
-tests/integration/test_serve_openapi.py, which runs schemathesis over real HTTP.
+tests/integration/test_serve_http.py, which runs schemathesis over real HTTP.
 """
 
 from __future__ import annotations

@@ -178,7 +178,10 @@ def follow(
     before it is final). Final windows never change, so the range's start moves up to the
     final frontier as the stream goes on."""
     columns = pipeline.aggregate_names
-    since = clock() - FOLLOW_DEFAULT_SINCE_MS if since_ms is None else since_ms
+    if since_ms is None:  # the last 15 minutes (before --until, if that is earlier)
+        since = min(clock(), until_ms or clock()) - FOLLOW_DEFAULT_SINCE_MS
+    else:
+        since = since_ms
     done_at = None if until_ms is None else all_final_at(pipeline, until_ms)
     # A session ending by the frontier may still grow (it is final once the frontier
     # passes the bucket a reading a gap after its last could fall in); one ending a gap

@@ -69,18 +69,20 @@ def _asset(name: str) -> bytes:
 
 
 class _BearerToken(BaseHTTPMiddleware):
-    """``/api/`` requests must carry the token (compared in constant time)."""
+    """``/api/`` requests must carry the token (the scheme in any case, as RFC 9110 has
+    it; the token compared in constant time)."""
 
     def __init__(self, app: Any, token: str) -> None:
         super().__init__(app)
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         if request.url.path.startswith("/api/"):
-            given = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, self._expected):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            token = given.strip().encode("latin-1", "replace")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token, self._expected):
                 return _json(
                     401,
                     {"error": "this server needs Authorization: Bearer <token>"},

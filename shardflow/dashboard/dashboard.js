@@ -340,15 +340,16 @@ window.addEventListener("hashchange", () => {
   }
 });
 
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.token = $("token").value;
+  sessionStorage.setItem("shardflow-token", state.token);
+  $("token-form").hidden = true;
+  start();
+});
+
 async function start() {
-  state.token = tokenFromHash();
-  $("token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    state.token = $("token").value;
-    sessionStorage.setItem("shardflow-token", state.token);
-    $("token-form").hidden = true;
-    start();
-  });
+  state.token = tokenFromHash() || state.token;
   try {
     state.pipelines = (await api("/api/v1/pipelines")).pipelines;
   } catch (error) {

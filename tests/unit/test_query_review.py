@@ -195,3 +195,26 @@ def test_api_numbers_are_digits_only(limit: str) -> None:
         answer = client.get("/api/v1/pipelines/page-views/windows", params={"limit": limit})
         assert answer.status_code == 400, answer.text
         assert "whole number" in answer.json()["error"]
+
+
+def test_follow_until_in_the_past_without_since_reads_the_15_minutes_before_it() -> None:
+    store = MemoryFinalStore()
+    loader = StoreLoader(PAGE_VIEWS, store, 1)
+    loader.send(0, [{"event_id": "a", "ts": T0 + 5_000, "page": "/home"}])
+    loader.send(0, [{"event_id": "z", "ts": T0 + 30 * MINUTE, "page": "/later"}])
+    out = io.StringIO()
+    clock = lambda: T0 + 60 * MINUTE  # noqa: E731 (an hour after the data)
+    code = follow(store, PAGE_VIEWS, [], None, T0 + 10 * MINUTE, "json", 0.0, Steps([]), out, clock)  # type: ignore[arg-type]
+    assert code == 0
+    assert [(r["key"], r["final"]) for r in printed(out)] == [("/home", True)]
+
+
+def test_the_bearer_scheme_is_case_insensitive() -> None:
+    token = "case-token-0123456789"
+    app = make_app({"page-views": PipelineReader(PAGE_VIEWS, MemoryFinalStore())}, token=token)
+    with TestClient(app) as client:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            ok = client.get("/api/v1/pipelines", headers={"Authorization": f"{scheme} {token}"})
+            assert ok.status_code == 200, scheme
+        refused = client.get("/api/v1/pipelines", headers={"Authorization": f"Basic {token}"})
+        assert refused.status_code == 401
