@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import math
 import os
 import signal
 import sys
@@ -13,22 +12,22 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processors.pipeline import Pipeline
 from processors.pipelines import PIPELINES, UnknownPipeline, get_pipeline
 from processors.query_pages import QueryError
 from processors.sinks.ports import StaleWrite, StreamMismatch
 from processors.sinks.sqs_dead_letters import DeadLetterDeliveryError
 from processors.windowing.codec import IncompatibleState
 from shardflow import emulator as emulator_module
-from shardflow import query_command, times
+from shardflow import query_command
+from shardflow.cli_parser import build_parser
 from shardflow.input import file_records, open_input, synthetic_records
-from shardflow.output import FORMATS, reason_counts, render
+from shardflow.kcl_command import run_kcl
+from shardflow.output import reason_counts, render
 from shardflow.replay import replay_file
-from shardflow.resources import DEFAULT_SHARDS
 from shardflow.settings import Settings
 from shardflow.wiring import (
     MixedStreams,
@@ -56,233 +55,6 @@ def make_clients(settings: Settings) -> AwsClients:
     from streams.clients import make_clients as build  # noqa: PLC0415
 
     return build(settings)
-
-
-def parse_time(text: str) -> int:
-    """Epoch milliseconds from ``1795773600000``, ``2026-11-27T10:00:00Z``, ``now`` or a
-    time ago (``15m``): :func:`shardflow.times.parse_time`."""
-    try:
-        return times.parse_time(text)
-    except times.BadTime as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="shardflow",
-        description="Exactly-once windowed aggregation of Kinesis streams into DynamoDB.",
-    )
-    parser.add_argument(
-        "--stream", help="Kinesis stream (default clickstream; env SHARDFLOW_STREAM)"
-    )
-    parser.add_argument("--table", help="results table (default shardflow-aggregates)")
-    parser.add_argument("--dead-letter-queue", help="SQS queue (default shardflow-dead-letters)")
-    parser.add_argument("--alert-topic", help="SNS topic (default shardflow-alerts)")
-    parser.add_argument("--region", help="AWS region (env AWS_REGION)")
-    parser.add_argument(
-        "--endpoint-url",
-        help="AWS endpoint for every service (env AWS_ENDPOINT_URL); "
-        "overrides AWS_ENDPOINT_URL_KINESIS and the other per-service variables",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    emulator = commands.add_parser(
-        "emulator", help="embedded AWS emulator (moto) in the foreground"
-    )
-    emulator.add_argument("--host", default=emulator_module.DEFAULT_HOST)
-    emulator.add_argument("--port", type=int, default=emulator_module.DEFAULT_PORT)
-    emulator.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-
-    up = commands.add_parser("up", help="create every resource the pipelines need (idempotent)")
-    up.add_argument(
-        "--shards",
-        type=positive_int,
-        default=DEFAULT_SHARDS,
-        help=f"shards for a new stream (default {DEFAULT_SHARDS})",
-    )
-
-    produce = commands.add_parser("produce", help="JSON-lines events into the stream")
-    produce.add_argument("file", nargs="?", help="JSON-lines file, or - for standard input")
-    produce.add_argument(
-        "--synthetic", type=positive_int, metavar="N", help="send N synthetic page views"
-    )
-    produce.add_argument(
-        "--rate", type=positive_float, metavar="R", help="at most R events per second"
-    )
-    produce.add_argument(
-        "--partition-key",
-        default="event_id",
-        metavar="FIELD",
-        help="event field used as partition key (default event_id)",
-    )
-    produce.add_argument("--seed", type=int, default=7, help="seed for --synthetic")
-    produce.add_argument(
-        "--aggregate",
-        action="store_true",
-        help="pack events into KPL aggregates, one shard's events each (fewer records and "
-        "PUT payload units; readers must deaggregate: shardflow, the KCL and Lambda do)",
-    )
-    produce.add_argument(
-        "--ordered",
-        action="store_true",
-        help="keep each partition key's events in order, even through retries (slower)",
-    )
-    produce.add_argument(
-        "--failures",
-        default="produce-failures.jsonl",
-        metavar="PATH",
-        help="where events that could not be sent are written, with the reason "
-        "(default produce-failures.jsonl; only written when something failed)",
-    )
-
-    run = commands.add_parser("run", help="process all shards")
-    run.add_argument(
-        "pipelines",
-        nargs="*",
-        metavar="PIPELINE",
-        help="default: the pipelines that declare the configured stream as their source, "
-        "or else those that read whatever stream is configured (page-views)",
-    )
-    run.add_argument(
-        "--until-idle",
-        type=positive_float,
-        metavar="SECONDS",
-        help="exit 0 once every shard has been quiet this long and all state is durable",
-    )
-    run.add_argument(
-        "--flush-interval",
-        type=positive_float,
-        default=1.0,
-        metavar="SECONDS",
-        help="how often effects are made durable and checkpointed (default 1)",
-    )
-    run.add_argument(
-        "--runner",
-        choices=("embedded", "kcl"),
-        default="embedded",
-        help="embedded: this process reads every shard (default); kcl: the Kinesis Client "
-        "Library's MultiLangDaemon spreads the shards over every worker started this way "
-        "(needs Java and the kcl extra)",
-    )
-    run.add_argument(
-        "--kcl-application",
-        metavar="NAME",
-        help="with --runner kcl: the KCL application, which names its lease table "
-        "(default: shardflow-<stream>-<table>-<pipelines>)",
-    )
-    run.add_argument(
-        "--kcl-properties",
-        metavar="PATH",
-        help="with --runner kcl: write the daemon's properties here (and keep them) "
-        "instead of in a temporary folder",
-    )
-    run.add_argument(
-        "--kcl-property",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --runner kcl: set or override a MultiLangDaemon property "
-        "(e.g. failoverTimeMillis=5000); repeatable",
-    )
-
-    query_command.add_arguments(commands, parse_time, positive_float)
-
-    dead = commands.add_parser(
-        "dead-letters",
-        help="list what is in the dead-letter queue (removes nothing), or --redrive it",
-    )
-    dead.add_argument(
-        "--reason",
-        choices=("invalid", "late"),
-        help="only letters of this reason (--redrive: invalid, the only one it takes)",
-    )
-    dead.add_argument(
-        "--limit",
-        type=positive_int,
-        help="at most N (default 100; with --redrive, every letter)",
-    )
-    dead.add_argument("--format", choices=("table", "json"), default="table")
-    dead.add_argument(
-        "--redrive",
-        action="store_true",
-        help="send a pipeline's invalid letters back through it (after a schema or pipeline "
-        "fix): those it now accepts, and whose windows are still open, are put into its "
-        "stream, for it alone, and removed from the queue once Kinesis has them; the others "
-        "stay. Exit 0: all handled; 1: some left; 2: refused",
-    )
-    dead.add_argument(
-        "--pipeline",
-        help="with --redrive: whose letters (default: the one pipeline using the queue)",
-    )
-
-    replay = commands.add_parser("replay", help="run a pipeline over a JSON-lines file, in memory")
-    replay.add_argument("pipeline")
-    replay.add_argument("file", help="JSON-lines file, or - for standard input")
-    replay.add_argument("--format", choices=FORMATS, default="table")
-
-    demo = commands.add_parser("demo", help="the whole system on the embedded emulator, live view")
-    demo.add_argument(
-        "--duration", type=positive_float, metavar="SECONDS", help="stop after this long"
-    )
-    demo.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS)
-    demo.add_argument(
-        "--rate", type=positive_float, default=40.0, help="events per second (default 40)"
-    )
-    demo.add_argument(
-        "--dashboard-port",
-        type=int,
-        default=8081,
-        help="port of the live dashboard on 127.0.0.1 (default 8081, or any free one if "
-        "taken; 0: any free)",
-    )
-    demo.add_argument("--no-dashboard", action="store_true", help="no dashboard, only the table")
-
-    # `shardflow ingest` (shardflow/ingest.py): HTTP events into Kinesis.
-    ingest = commands.add_parser("ingest", help="HTTP endpoint that sends events into Kinesis")
-    ingest.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    ingest.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
-    ingest.add_argument(
-        "--pipeline",
-        default="page-views",
-        help="pipeline of POST /v1/events (default page-views); "
-        "POST /v1/pipelines/NAME/events names another",
-    )
-    ingest.add_argument(
-        "--partition-key",
-        default="event_id",
-        metavar="FIELD",
-        help="event field used as partition key (default event_id)",
-    )
-
-    # `shardflow serve` (shardflow/serve.py): the query API and the dashboard.
-    serve = commands.add_parser(
-        "serve", help="read-only HTTP API over the aggregates, and the live dashboard"
-    )
-    serve.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="default: all")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8081, help="port (default 8081; 0: any free)")
-    serve.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="require Authorization: Bearer <the file's first line> on /api/ "
-        "(or set SHARDFLOW_SERVE_TOKEN)",
-    )
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -401,7 +173,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"shardflow run: {exc}", file=sys.stderr)
         return 2
     if args.runner == "kcl":
-        return _run_kcl(args, settings, pipelines)
+        return run_kcl(args, settings, pipelines, make_clients, _stop_on_signals)
     if args.kcl_application or args.kcl_properties or args.kcl_property:
         print("shardflow run: the --kcl-* options go with --runner kcl", file=sys.stderr)
         return 2
@@ -419,64 +191,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         f"{finalized.final_rows} final rows, {finalized.alerts_sent} alerts sent"
     )
     return 0
-
-
-def _run_kcl(args: argparse.Namespace, settings: Settings, pipelines: list[Pipeline[Any]]) -> int:
-    """``run --runner kcl``: this worker's share of the shards, under the KCL."""
-    if args.until_idle is not None:
-        print(
-            "shardflow run: --until-idle is for the embedded runner; "
-            "a KCL worker runs until it is stopped (SIGTERM)",
-            file=sys.stderr,
-        )
-        return 2
-    from streams.kcl_properties import owned_property_error  # noqa: PLC0415
-
-    overrides: dict[str, str] = {}
-    for pair in args.kcl_property:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            print(f"shardflow run: --kcl-property wants KEY=VALUE, got {pair!r}", file=sys.stderr)
-            return 2
-        refused = owned_property_error(key.strip())
-        if refused:
-            print(f"shardflow run: {refused}", file=sys.stderr)
-            return 2
-        overrides[key.strip()] = value.strip()
-    from streams.kcl_launcher import KclRunner, KclUnavailable, check_java  # noqa: PLC0415
-    from streams.kcl_properties import kcl_options  # noqa: PLC0415
-
-    try:
-        options = kcl_options(args.kcl_application, args.kcl_properties, overrides)
-        check_java(options.java)
-    except (ValueError, KclUnavailable) as exc:
-        print(f"shardflow run: {exc}", file=sys.stderr)
-        return 2
-    runner = KclRunner(
-        make_clients(settings),
-        settings,
-        pipelines,
-        options,
-        flush_interval=args.flush_interval,
-        verbose=args.verbose,
-    )
-    stop = _stop_on_signals()
-    log.info(
-        "running %s on stream %s under the KCL",
-        ", ".join(p.name for p in pipelines),
-        settings.stream,
-    )
-    try:
-        code = runner.run(stop)
-    except (KclUnavailable, ValueError) as exc:
-        print(f"shardflow run: {exc}", file=sys.stderr)
-        return 1
-    finalized = runner.finalized
-    print(
-        f"KCL worker stopped (exit {code}), {finalized.final_rows} final rows, "
-        f"{finalized.alerts_sent} alerts sent by this worker"
-    )
-    return code
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,7 +20,8 @@ import pytest
 
 from processors.pipelines import PIPELINES
 from shardflow import cli
-from shardflow.cli import build_parser, main, parse_time
+from shardflow.cli import build_parser, main
+from shardflow.cli_parser import parse_time
 from streams.kpl import decode_aggregate
 
 T0_TEXT = "2026-11-27T10:00:00Z"
