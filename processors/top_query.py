@@ -8,7 +8,6 @@ the window index.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from processors.pipeline import Pipeline
 from processors.query import END_OF_TIME, window_results
 from processors.query_pages import QueryError, window_step_ms
 from processors.sinks.ports import FinalStore, PartialStore
+from processors.windowing.finals import rank_keys
 from processors.windowing.results import WindowResult, final_frontier
 from processors.windowing.top_k import TopK
 from processors.windowing.windows import SessionWindows, Window
@@ -107,14 +107,5 @@ def top_keys(
 
 
 def rank(results: list[WindowResult], aggregate: str, k: int) -> list[tuple[str, float]]:
-    """The ``k`` keys with the highest numeric ``aggregate``, highest first, ties by key
-    (the finalizer's order); keys without a value (None, NaN) are not ranked."""
-    ranked = [
-        (result.key, value)
-        for result in results
-        if isinstance(value := result.values.get(aggregate), int | float)
-        and not isinstance(value, bool)
-        and not math.isnan(value)
-    ]
-    ranked.sort(key=lambda item: (-item[1], item[0]))
-    return ranked[:k]
+    """The ``k`` keys with the highest numeric ``aggregate``, in the finalizer's order."""
+    return rank_keys(((result.key, result.values.get(aggregate)) for result in results), k)

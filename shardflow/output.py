@@ -6,13 +6,16 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from processors.alerts import json_safe
 from processors.windowing.results import WindowResult
 from schemas.timestamps import format_iso8601
+
+if TYPE_CHECKING:
+    from processors.top_query import TopKeys
 
 FORMATS = ("table", "json", "csv")
 
@@ -43,6 +46,22 @@ def dumps(value: Any, indent: bool = False) -> str:
             indent=2 if indent else None,
             separators=(",", ": ") if indent else (",", ":"),
         )
+
+
+def top_dict(ranked: TopKeys) -> dict[str, Any]:
+    """The shape ``top --format json`` prints and the API's ``/top`` answers."""
+    return {
+        "pipeline": ranked.pipeline,
+        "aggregate": ranked.aggregate,
+        "window_start": format_iso8601(ranked.window.start_ms),
+        "window_end": format_iso8601(ranked.window.end_ms),
+        "final": ranked.final,
+        "keys": ranked.keys,
+        "top": [
+            {"rank": rank, "key": key, "value": value}
+            for rank, (key, value) in enumerate(ranked.top, start=1)
+        ],
+    }
 
 
 def render_json(results: Sequence[WindowResult]) -> str:

@@ -30,7 +30,15 @@ from processors.top_query import TopKeys, check_rankable, top_keys
 from processors.windowing.results import WindowResult, final_frontier
 from processors.windowing.windows import SessionWindows
 from schemas.timestamps import format_iso8601
-from shardflow.output import FORMATS, csv_lines, dumps, render, result_dict, table_lines
+from shardflow.output import (
+    FORMATS,
+    csv_lines,
+    dumps,
+    render,
+    result_dict,
+    table_lines,
+    top_dict,
+)
 from shardflow.times import UNITS_MS, now_ms
 
 FOLLOW_DEFAULT_SINCE_MS = 15 * UNITS_MS["m"]
@@ -255,21 +263,6 @@ def run_top(
         return 0
     print(render_top(ranked, args.format), file=out)
     return 0
-
-
-def top_dict(ranked: TopKeys) -> dict[str, Any]:
-    return {
-        "pipeline": ranked.pipeline,
-        "aggregate": ranked.aggregate,
-        "window_start": format_iso8601(ranked.window.start_ms),
-        "window_end": format_iso8601(ranked.window.end_ms),
-        "final": ranked.final,
-        "keys": ranked.keys,
-        "top": [
-            {"rank": rank, "key": key, "value": value}
-            for rank, (key, value) in enumerate(ranked.top, start=1)
-        ],
-    }
 
 
 def render_top(ranked: TopKeys, fmt: str) -> str:

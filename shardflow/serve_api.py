@@ -29,7 +29,7 @@ from processors.windowing.engine import MAX_KEY_BYTES
 from processors.windowing.results import EVERYTHING, final_frontier
 from processors.windowing.windows import HoppingWindows, SessionWindows
 from schemas.timestamps import format_iso8601
-from shardflow.output import result_dict
+from shardflow.output import result_dict, top_dict
 from shardflow.times import UNITS_MS, BadTime, parse_time
 
 MAX_RANGE_WINDOWS = 10_080
@@ -157,18 +157,7 @@ class Api:
                 "keys": 0,
                 "top": [],
             }
-        return {
-            "pipeline": name,
-            "aggregate": by,
-            "window_start": format_iso8601(ranked.window.start_ms),
-            "window_end": format_iso8601(ranked.window.end_ms),
-            "final": ranked.final,
-            "keys": ranked.keys,
-            "top": [
-                {"rank": rank, "key": key, "value": value}
-                for rank, (key, value) in enumerate(ranked.top, start=1)
-            ],
-        }
+        return top_dict(ranked)
 
     def _reader(self, name: str) -> PipelineReader:
         reader = self.readers.get(name)

@@ -199,14 +199,19 @@ def top_keys(
     by_aggregate: dict[str, list[tuple[str, float]]] = {}
     rows = list(finals)
     for name in pipeline.aggregate_names:
-        ranked = [
-            (row.key, value)
-            for row in rows
-            if isinstance(value := row.values.get(name), int | float)
-            and not isinstance(value, bool)
-            and not math.isnan(value)
-        ]
+        ranked = rank_keys(((row.key, row.values.get(name)) for row in rows), limit)
         if ranked:
-            ranked.sort(key=lambda item: (-item[1], item[0]))
-            by_aggregate[name] = ranked[:limit]
+            by_aggregate[name] = ranked
     return by_aggregate
+
+
+def rank_keys(values: Iterable[tuple[str, Any]], limit: int) -> list[tuple[str, float]]:
+    """The ``limit`` (key, value) pairs with the highest numeric values, highest first,
+    ties by key; values that are not numbers (None, NaN, lists) are not ranked."""
+    ranked = [
+        (key, value)
+        for key, value in values
+        if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+    ]
+    ranked.sort(key=lambda item: (-item[1], item[0]))
+    return ranked[:limit]

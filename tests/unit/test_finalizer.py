@@ -21,15 +21,14 @@ from hypothesis import strategies as st
 
 import processors.finalizer as finalizer_module
 from processors.alerts import AlertDeliveryError, rule
+from processors.direct_load import StoreLoader
 from processors.finalizer import PARTIAL_RETENTION_S, Finalizer
 from processors.pipeline import AggregateSpec, Pipeline, Sinks
 from processors.query import query_windows
 from processors.sinks.memory import MemoryAlertSink, MemoryFinalStore
 from processors.windowing.aggregators import Count, Sum
 from processors.windowing.codec import StateCodec
-from processors.windowing.engine import ShardEngine
 from processors.windowing.finals import first_open_start
-from processors.windowing.records import Position, Record
 from processors.windowing.results import merge_rows
 from processors.windowing.windows import (
     HoppingWindows,
@@ -67,37 +66,14 @@ def pipeline(windows: Windows, lateness: int = 5, **sinks: Any) -> Pipeline[dict
     )
 
 
-class Shards:
-    """Engines for a few shards writing into one store, as the runner would."""
+class Shards(StoreLoader):
+    """Engines for a few shards writing into one store, as the runner would; events are
+    (key, event time, value)."""
 
-    def __init__(self, pipe: Pipeline[Any], store: MemoryFinalStore, count: int) -> None:
-        self.pipe, self.store = pipe, store
-        self.engines = [
-            ShardEngine(pipe, store.register_shard(pipe.name, STREAM, f"shard-{i}"))
-            for i in range(count)
-        ]
-        self.next_seq = [1] * count
-
-    def send(self, shard: int, events: Sequence[tuple[str, int, int]], ended: bool = False) -> None:
-        engine = self.engines[shard]
-        records = []
-        for key, ts, value in events:
-            data = orjson.dumps({"k": key, "ts": ts, "v": value})
-            records.append(Record(engine.shard_id, Position(self.next_seq[shard]), "pk", data))
-            self.next_seq[shard] += 1
-        name = self.pipe.name
-        engine.process(records, lambda keys: self.store.load_rows(name, engine.shard_id, keys))
-        plan = engine.plan_flush(ended=ended)
-        if plan.intent is not None:
-            self.store.write_intent(name, STREAM, plan.intent)
-        self.store.write_rows(plan.rows)
-        if plan.progress is not None:
-            self.store.write_progress(name, STREAM, plan.progress)
-        engine.confirm_flush(plan)
-
-    def end_all(self) -> None:
-        for shard in range(len(self.engines)):
-            self.send(shard, [], ended=True)
+    def send(  # type: ignore[override]
+        self, shard: int, events: Sequence[tuple[str, int, int]], ended: bool = False
+    ) -> None:
+        super().send(shard, [{"k": key, "ts": ts, "v": value} for key, ts, value in events], ended)
 
 
 def finals_as_tuples(store: MemoryFinalStore, name: str) -> list[tuple[str, Window, Any]]:
