@@ -63,9 +63,8 @@ def view(ts: int, page: str, n: int) -> dict[str, Any]:
     }
 
 
-def load_day(store: Any) -> None:
+def load_day(loader: StoreLoader) -> None:
     """/home: 1,440 one-minute windows, three views a minute from each of two shards."""
-    loader = StoreLoader(PAGE_VIEWS, store, 2)
     for shard in range(2):
         events = [
             view(DAY_START + minute * MINUTE + 1000 * n, "/home", n)
@@ -77,9 +76,9 @@ def load_day(store: Any) -> None:
     loader.finalize()
 
 
-def load_wide(store: Any, keys: int, start: int) -> None:
-    """``keys`` keys in the minute at ``start`` (finalized) and in the next (open)."""
-    loader = StoreLoader(PAGE_VIEWS, store, 1)
+def load_wide(loader: StoreLoader, keys: int, start: int) -> None:
+    """``keys`` keys in the minute at ``start`` (finalized) and in the next (open), on
+    shard 0; shard 1 moves on as far, so as not to hold the first minute open."""
     for minute in (0, 1):
         # Key n gets 1 + n % 5 views, so that there is something to rank.
         events = [
@@ -89,8 +88,10 @@ def load_wide(store: Any, keys: int, start: int) -> None:
         ]
         for offset in range(0, len(events), 2000):
             loader.send(0, events[offset : offset + 2000])
-    # Late in the second minute: the watermark passes the first minute's end, not the second's.
-    loader.send(0, [view(start + MINUTE + 55_000, "/item/00000", keys)])
+    # Late in the second minute on both shards: the watermark passes the first minute's
+    # end, not the second's.
+    for shard in range(2):
+        loader.send(shard, [view(start + MINUTE + 55_000, "/item/00000", keys + shard)])
     loader.finalize()
 
 
@@ -196,10 +197,12 @@ def http_queries(url: str, keys: int, repeat: int) -> None:
 
 
 def load(store: Any, keys: int) -> float:
+    """Both data sets into ``store`` through one loader (one pair of shards)."""
     started = time.perf_counter()
-    load_day(store)
+    loader = StoreLoader(PAGE_VIEWS, store, 2)
+    load_day(loader)
     if keys:
-        load_wide(store, keys, WIDE_START)
+        load_wide(loader, keys, WIDE_START)
     return time.perf_counter() - started
 
 
