@@ -18,24 +18,12 @@ the shard's records applied (or the children's leases started).
 
 from __future__ import annotations
 
-import logging
-
 from processors.sinks.ports import PartialStore
 from processors.windowing.engine import ShardEngine
 from streams import shard_work
 from streams.shard_work import register_children
 
 __all__ = ["register_children", "stable_wake"]
-
-log = logging.getLogger("shardflow.kcl")
-
-MAX_ROUNDS = 100
-"""Each round needs another worker to move the frontier in between: a bound, not a wait."""
-
-
-def _above(seen: int | None, floor: int | None) -> bool:
-    return seen is not None and (floor is None or seen > floor)
-
 
 def stable_wake(engine: ShardEngine, store: PartialStore, stream_identity: str) -> int | None:
     """Wake ``engine``'s idle shard with a floor that holds (:func:`shard_work.wake`
