@@ -16,9 +16,11 @@ the in-memory store (shardflow's own share of the time) and in DynamoDB on the e
   read from every key's row, through the window index), in the library and over HTTP;
 - the bytes DynamoDB sends for one key's final rows with and without their states.
 
-Absolute figures from an emulator are a rough guide (moto spends about a millisecond on
-each item it returns, far more than DynamoDB, and shares this machine); what the
-comparison shows is what each query reads and where the time goes.
+Absolute figures from the emulator are a rough guide: moto answers every Query by looking
+at every item of the table (DynamoDB reads only the key's items), so its times grow with
+the table; and it shares this machine. What carries over to DynamoDB is what each query
+asks for, counted for each: calls by operation, items and bytes returned. The in-memory
+times are shardflow's own work.
 
     python -m benchmarks.query [--keys N] [--repeat R]
 """
@@ -139,23 +141,60 @@ def fetch(url: str) -> bytes:
         return body
 
 
-def library_queries(store: Any, where: str, keys: int, repeat: int) -> None:
-    """The three queries through the library, on ``store``."""
+class Requests:
+    """DynamoDB calls by operation, items returned and bytes received, while counting."""
+
+    def __init__(self, client: Any | None) -> None:
+        self.calls: dict[str, int] = {}
+        self.items = 0
+        self.bytes = 0
+        if client is not None:
+            client.meta.events.register("after-call.dynamodb", self._count)
+
+    def _count(self, http_response: Any, parsed: Any, model: Any, **kwargs: Any) -> None:
+        self.calls[model.name] = self.calls.get(model.name, 0) + 1
+        self.bytes += len(http_response.content)
+        self.items += len(parsed.get("Items", ())) + (1 if "Item" in parsed else 0)
+        for found in parsed.get("Responses", {}).values():
+            self.items += len(found)
+
+    def reset(self) -> None:
+        self.calls, self.items, self.bytes = {}, 0, 0
+
+    def summary(self, runs: int) -> str:
+        if not self.calls:
+            return ""
+        calls = ", ".join(f"{n // runs} {name}" for name, n in sorted(self.calls.items()))
+        kib = self.bytes / runs / 1024
+        return f"; per query: {calls}, {self.items // runs:,} items, {kib:,.0f} KiB"
+
+
+def library_queries(store: Any, where: str, keys: int, repeat: int, client: Any = None) -> None:
+    """The three queries through the library, on ``store`` (DynamoDB calls counted when
+    ``client`` is its client)."""
     since, until = DAY_START, DAY_START + 1440 * MINUTE
     wide_start = WIDE_START
+    requests = Requests(client)
     day, results = timed(lambda: query_windows(store, PAGE_VIEWS, "/home", since, until), repeat)
     finals = sum(r.final for r in results)
-    print(line(f"one key, 24 h ({where})", day, f"{len(results)} windows, {finals} final"))
+    note = f"{len(results)} windows, {finals} final{requests.summary(repeat + 1)}"
+    print(line(f"one key, 24 h ({where})", day, note))
     if not keys:
         return
+    requests.reset()
     final_top, ranked = timed(lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start), repeat)
     assert ranked is not None and ranked.final and ranked.keys == keys
-    print(line(f"top 10 of {keys:,} keys, final window ({where})", final_top, "stored item"))
+    note = f"stored item{requests.summary(repeat + 1)}"
+    print(line(f"top 10 of {keys:,} keys, final window ({where})", final_top, note))
+    requests.reset()
     open_top, ranked = timed(
         lambda: top_keys(store, PAGE_VIEWS, "views", 10, wide_start + MINUTE), repeat
     )
     assert ranked is not None and not ranked.final and ranked.keys == keys
-    print(line(f"top 10 of {keys:,} keys, open window ({where})", open_top, "ranked on read"))
+    note = f"ranked on read{requests.summary(repeat + 1)}"
+    print(line(f"top 10 of {keys:,} keys, open window ({where})", open_top, note))
+    if client is not None:
+        client.meta.events.unregister("after-call.dynamodb", requests._count)
 
 
 def state_bytes(clients: Any, store: DynamoPartialStore, repeat: int) -> None:
@@ -237,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {'query':<52} {'min':>8} {'median':>8} {'max':>8}")
         library_queries(memory, "library, in memory", args.keys, args.repeat)
-        library_queries(store, "library, emulator", args.keys, args.repeat)
+        library_queries(store, "library, emulator", args.keys, args.repeat, clients.dynamodb)
         state_bytes(clients, store, args.repeat)
         with served(emulator.url, names.table) as url:
             http_queries(url, args.keys, args.repeat)
