@@ -25,6 +25,7 @@ from streams.shard_work import register_children
 
 __all__ = ["register_children", "stable_wake"]
 
+
 def stable_wake(engine: ShardEngine, store: PartialStore, stream_identity: str) -> int | None:
     """Wake ``engine``'s idle shard with a floor that holds (:func:`shard_work.wake`
     re-reads the frontier and raises the floor until it does). Returns the floor."""
