@@ -79,9 +79,11 @@ def window_results(
     store: Any, pipeline: Pipeline[Any], window_start_ms: int, shards: Sequence[ShardProgress]
 ) -> list[WindowResult]:
     """Every key's result for the window (not session) starting at ``window_start_ms``,
-    sorted by key, through the window index. A final window is read from its final rows
-    (its partial rows may have expired); one the finalizer has not reached yet is merged
-    from its partial rows."""
+    sorted by key, through the window index. Keys with a final row are read from it (their
+    partial rows may have expired, and are not merged again); the others are merged from
+    their partial rows. A key without a final row behind the finalizer's cursor is rare
+    but possible (rows written after the pipeline's lateness was raised), so partial rows
+    are read for final windows too: they expire an hour after their final row."""
     if isinstance(pipeline.windows, SessionWindows):
         raise ValueError(f"{pipeline.name!r} has session windows: they are read by key")
     frontier = final_frontier(shards, pipeline.allowed_lateness_ms)
@@ -89,12 +91,16 @@ def window_results(
     finals: list[FinalRow] = []
     if frontier is not None and window.end_ms <= frontier:
         finals = read_final_values(store, pipeline, None, window_start_ms, window_start_ms + 1)
-    through = store.finalized_through(pipeline.name) if finals else None
-    if finals and through is not None and window_start_ms < through:
-        # Behind the finalizer's cursor every key of the window has its final row.
-        return sorted((stored_result(pipeline, row) for row in finals), key=lambda r: r.key)
-    rows = store.window_rows(pipeline.name, window_start_ms)
+    rows = _not_final(store.window_rows(pipeline.name, window_start_ms), finals)
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
+
+
+def _not_final(rows: list[StoredRow], finals: Sequence[FinalRow]) -> list[StoredRow]:
+    """The partial rows of windows (not sessions) that have no final row."""
+    if not finals:
+        return rows
+    done = {(final.key, final.window_start_ms) for final in finals}
+    return [row for row in rows if (row.key, row.window.start_ms) not in done]
 
 
 def keyed_windows(
@@ -144,14 +150,10 @@ def starting_between(
     if read_finals is None:
         rows = store.read_rows(pipeline.name, key, start_from_ms, start_before_ms)
         return merge_rows(pipeline, rows, shards)
-    # Windows starting before the finalizer's cursor all have final rows: their partial
-    # rows are not read (nor merged) at all.
-    through = store.finalized_through(pipeline.name)  # type: ignore[attr-defined]
-    partial_from = start_from_ms
-    if through is not None:
-        partial_from = max(through, start_from_ms or 0)
-    rows = store.read_rows(pipeline.name, key, partial_from, start_before_ms)
+    # Windows with a final row are read from it: their partial rows (until they expire,
+    # an hour after) are not merged again.
     finals = read_final_values(store, pipeline, key, start_from_ms, start_before_ms)
+    rows = _not_final(store.read_rows(pipeline.name, key, start_from_ms, start_before_ms), finals)
     return _with_finals(pipeline, merge_rows(pipeline, rows, shards), finals, False)
 
 

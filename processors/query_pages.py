@@ -105,8 +105,8 @@ def check_range(
             f"give both ends of the range (since and until): at most {max_windows:,} "
             f"windows of {pipeline.name!r} ({_duration(max_windows * step)}) per request"
         )
-    if until_ms <= since_ms:
-        raise QueryError(f"until ({until_ms}) must be after since ({since_ms})")
+    if until_ms < since_ms:
+        raise QueryError(f"until ({until_ms}) must not be before since ({since_ms})")
     windows = -(-(until_ms - since_ms) // step)
     if windows > max_windows:
         raise RangeTooLarge(

@@ -124,16 +124,17 @@ def run_query(
     store: Any,
     pipeline: Pipeline[Any],
     stop: threading.Event,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
+    out = sys.stdout if out is None else out  # looked up now: tests capture it
     keys = sorted(set(args.key or ()))
     columns = pipeline.aggregate_names
     # Mistakes are refused before anything is printed (a csv header, a table's head).
     if args.cursor is not None:
         decode_cursor(args.cursor)
-    if args.since is not None and args.until is not None and args.until <= args.since:
+    if args.since is not None and args.until is not None and args.until < args.since:
         raise QueryError(
-            f"--until ({format_iso8601(args.until)}) must be after --since "
+            f"--until ({format_iso8601(args.until)}) must not be before --since "
             f"({format_iso8601(args.since)})"
         )
     if args.follow:
@@ -195,7 +196,7 @@ def follow(
     # passes the bucket a reading a gap after its last could fall in); one ending a gap
     # before the frontier is final.
     settle = pipeline.windows.size_ms if isinstance(pipeline.windows, SessionWindows) else 0
-    shown: dict[tuple[str, int], tuple[bool, dict[str, Any]]] = {}
+    shown: dict[tuple[str, int], tuple[bool, dict[str, Any], int]] = {}
     header_done = False
     # Room for numbers to grow as windows fill, so that later lines stay aligned.
     widths = [0, 20, 20, 5, *(max(len(name), FOLLOW_NUMBER_WIDTH) for name in columns)]
@@ -209,7 +210,7 @@ def follow(
             for result in page.results:
                 all_final = all_final and result.final
                 slot = (result.key, result.window.start_ms)
-                seen = (result.final, result.values)
+                seen = (result.final, result.values, result.window.end_ms)
                 if shown.get(slot) != seen:
                     shown[slot] = seen
                     changed.append(result)
@@ -229,7 +230,9 @@ def follow(
             # Windows ending at or before the frontier (sessions: a gap before it) are
             # final and were shown as such.
             since = max(since, min(frontier - settle, 10**13))
-            shown = {slot: seen for slot, seen in shown.items() if not seen[0]}
+            # Forget only what the range has left behind: a window that became final
+            # after the frontier was read is still in range, and must not print again.
+            shown = {slot: seen for slot, seen in shown.items() if seen[2] > since}
         if done_at is not None and frontier is not None and frontier >= done_at and all_final:
             return 0
         if stop.wait(interval_s):
@@ -250,8 +253,9 @@ def check_top_arguments(pipeline: Pipeline[Any], args: argparse.Namespace) -> No
 
 
 def run_top(
-    args: argparse.Namespace, store: Any, pipeline: Pipeline[Any], out: TextIO = sys.stdout
+    args: argparse.Namespace, store: Any, pipeline: Pipeline[Any], out: TextIO | None = None
 ) -> int:
+    out = sys.stdout if out is None else out
     ranked = top_keys(store, pipeline, args.by, args.k, args.window)
     if ranked is None:
         where = "any window"

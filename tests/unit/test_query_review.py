@@ -175,8 +175,7 @@ def test_follow_shows_each_session_final() -> None:
     ("given", "message"),
     [
         ({"cursor": "garbage", "format": "csv"}, "is not one a query returned"),
-        ({"since": T0 + MINUTE, "until": T0, "format": "csv"}, "must be after --since"),
-        ({"since": T0, "until": T0, "format": "table"}, "must be after --since"),
+        ({"since": T0 + MINUTE, "until": T0, "format": "csv"}, "must not be before --since"),
     ],
 )
 def test_mistakes_are_refused_before_anything_is_printed(
