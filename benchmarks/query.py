@@ -28,6 +28,7 @@ times are shardflow's own work.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def served(url: str, table: str) -> Iterator[str]:
     env = {**EMULATOR_ENV, "AWS_ENDPOINT_URL": url, "SHARDFLOW_TABLE": table}
     server = subprocess.Popen(
         [sys.executable, "-m", "shardflow", "serve", "page-views", "--port", "0"],
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
